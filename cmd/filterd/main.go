@@ -1,0 +1,76 @@
+// Command filterd is a userspace stateful packet filter: it loads
+// iptables-restore rule files, replays pcap files through a conntrack-aware
+// engine, and verdicts live packets from the kernel's NFQUEUE.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit statuses shared by the sub-commands.
+const (
+	exitOK          = 0
+	exitFailure     = 1 // runtime failure
+	exitBadInput    = 2 // errors in a rules file or on the command line
+	exitUnsupported = 3 // valid file that uses options filterd cannot enforce yet
+)
+
+// command is one sub-command.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"check", "parse and compile a rules file; report every error", runCheck},
+		{"list", "list the chains of a rules file as iptables -L -n would", runList},
+		{"save", "print a rules file in canonical iptables-save form", runSave},
+		{"replay", "replay pcap files through the engine and report verdicts", runReplay},
+		{"run", "verdict live packets from NFQUEUE (root)", runDaemon},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: filterd <command> [options] [arguments]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'filterd <command> --help' for a command's options.")
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitBadInput
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "filterd: unknown command %q\n", args[0])
+	usage(stderr)
+	return exitBadInput
+}
