@@ -124,13 +124,13 @@ func nthAddr(p netip.Prefix, n uint64) netip.Addr {
 
 // GenStats counts what a generator wrote.
 type GenStats struct {
-	Packets       int
-	FloodSYNs     int
-	Sessions      int
-	SessionPkts   int
-	FloodSources  int
-	Duration      time.Duration
-	ClientAddrs   []netip.Addr // legitimate clients, in session order
+	Packets      int
+	FloodSYNs    int
+	Sessions     int
+	SessionPkts  int
+	FloodSources int
+	Duration     time.Duration
+	ClientAddrs  []netip.Addr // legitimate clients, in session order
 }
 
 // FloodSource returns the address of flood source i (0-based) for cfg.
