@@ -163,6 +163,10 @@ type Meta struct {
 	HasOwner bool
 	SrcMAC   [6]byte // link-layer source, valid when HasMAC
 	HasMAC   bool
+	// L2 is the link-layer header (for Ethernet: destination MAC, source MAC,
+	// EtherType), when known; LOG prints it as MAC=. It points into the
+	// caller's buffer.
+	L2 []byte
 	PktType  PktType
 	// Local is true for packets the host itself sent (their checksums are not
 	// judged, as with the kernel's conntrack on LOCAL_OUT).
