@@ -166,8 +166,8 @@ type Meta struct {
 	// L2 is the link-layer header (for Ethernet: destination MAC, source MAC,
 	// EtherType), when known; LOG prints it as MAC=. It points into the
 	// caller's buffer.
-	L2 []byte
-	PktType  PktType
+	L2      []byte
+	PktType PktType
 	// Local is true for packets the host itself sent (their checksums are not
 	// judged, as with the kernel's conntrack on LOCAL_OUT).
 	Local bool
