@@ -1,0 +1,290 @@
+package ruleset
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/filterd/filterd/packet"
+	"golang.org/x/time/rate"
+)
+
+// hashlimitConfig identifies a hashlimit table: rules with the same name and
+// parameters share one table, and a reload keeps it.
+type hashlimitConfig struct {
+	name             string
+	family           packet.Family
+	rate             Rate
+	bytes            bool
+	burst            uint32
+	mode             uint8
+	srcMask, dstMask int
+	size, max        uint32
+	expire           uint32 // ms
+}
+
+func hashlimitConfigOf(m *HashlimitMatch, fam packet.Family) (hashlimitConfig, error) {
+	c := hashlimitConfig{
+		name: m.Name, family: fam, rate: m.Rate, bytes: m.Bytes, burst: m.Burst, mode: m.Mode,
+		srcMask: m.SrcMask, dstMask: m.DstMask, size: m.HtableSize, max: m.HtableMax, expire: m.HtableExpire,
+	}
+	if c.name == "" {
+		return c, fmt.Errorf("-m hashlimit needs --hashlimit-name")
+	}
+	if c.rate.Count == 0 {
+		return c, fmt.Errorf("-m hashlimit needs --hashlimit-upto or --hashlimit-above")
+	}
+	if c.burst == 0 && !c.bytes {
+		c.burst = DefaultLimitBurst
+	}
+	full := 32
+	if fam == packet.IPv6 {
+		full = 128
+	}
+	if c.srcMask == 0 && c.dstMask == 0 {
+		// Neither mask given: the family's full length (iptables' default).
+		c.srcMask, c.dstMask = full, full
+	}
+	if c.srcMask < 0 || c.srcMask > 128 || c.dstMask < 0 || c.dstMask > 128 {
+		return c, fmt.Errorf("-m hashlimit: mask out of range (srcmask %d, dstmask %d)", c.srcMask, c.dstMask)
+	}
+	if c.size == 0 {
+		c.size = DefaultHashlimitSize
+	}
+	if c.max == 0 {
+		c.max = 8 * c.size
+	} else if c.max < c.size {
+		c.max = c.size
+	}
+	if c.expire == 0 {
+		c.expire = DefaultHashlimitExpire
+	}
+	return c, nil
+}
+
+// hlKey is the bucket key: the address and port parts selected by
+// --hashlimit-mode, masked.
+type hlKey struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+}
+
+func (k *hlKey) shardHash() uint64 {
+	a, b := k.src.As16(), k.dst.As16()
+	h := binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])*0x9e3779b97f4a7c15
+	h ^= binary.LittleEndian.Uint64(b[:8])*0xc2b2ae3d27d4eb4f ^ binary.LittleEndian.Uint64(b[8:])
+	h ^= uint64(k.sport)<<16 | uint64(k.dport)
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
+
+// hlEntry is one bucket; entries of a shard form an LRU list (head = least
+// recently used), so the head is the first to expire.
+type hlEntry struct {
+	key        hlKey
+	lim        rate.Limiter
+	expires    int64 // UnixNano
+	prev, next int32
+}
+
+type hlShard struct {
+	mu         sync.Mutex
+	m          map[hlKey]int32
+	ents       []hlEntry
+	free       []int32
+	head, tail int32
+	max        int
+	_          [40]byte // keep shards on separate cache lines
+}
+
+// hashTable is one --hashlimit-name table: sharded maps of token buckets,
+// bounded by --hashlimit-htable-max.
+type hashTable struct {
+	cfg       hashlimitConfig
+	perSecond float64
+	burst     int
+	expire    int64 // ns
+	shards    []hlShard
+	mask      uint64
+}
+
+const maxHashShards = 16
+
+func newHashTable(cfg hashlimitConfig) *hashTable {
+	t := &hashTable{cfg: cfg, expire: int64(cfg.expire) * int64(time.Millisecond)}
+	t.perSecond = cfg.rate.PerSecond()
+	t.burst = int(cfg.burst)
+	if cfg.bytes {
+		// Byte mode: one second's worth of the rate plus the burst, in bytes.
+		t.burst = int(t.perSecond) + int(cfg.burst)
+		if t.burst < 1 {
+			t.burst = 1
+		}
+	}
+	n := maxHashShards
+	for n > 1 && uint32(n) > cfg.max {
+		n /= 2
+	}
+	t.shards = make([]hlShard, n)
+	t.mask = uint64(n - 1)
+	per := int(cfg.max) / n
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.m = make(map[hlKey]int32)
+		s.head, s.tail = -1, -1
+		s.max = per
+	}
+	return t
+}
+
+// Len returns the number of buckets in the table.
+func (t *hashTable) Len() int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+func (s *hlShard) unlink(i int32) {
+	e := &s.ents[i]
+	if e.prev >= 0 {
+		s.ents[e.prev].next = e.next
+	} else {
+		s.head = e.next
+	}
+	if e.next >= 0 {
+		s.ents[e.next].prev = e.prev
+	} else {
+		s.tail = e.prev
+	}
+	e.prev, e.next = -1, -1
+}
+
+func (s *hlShard) pushTail(i int32) {
+	e := &s.ents[i]
+	e.prev, e.next = s.tail, -1
+	if s.tail >= 0 {
+		s.ents[s.tail].next = i
+	} else {
+		s.head = i
+	}
+	s.tail = i
+}
+
+func (s *hlShard) remove(i int32) {
+	s.unlink(i)
+	delete(s.m, s.ents[i].key)
+	s.free = append(s.free, i)
+}
+
+// allow charges cost to the bucket of key at time now and reports whether it
+// had the tokens.
+func (t *hashTable) allow(key hlKey, now time.Time, cost int) bool {
+	s := &t.shards[key.shardHash()&t.mask]
+	ns := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.m[key]
+	if ok {
+		e := &s.ents[i]
+		if ns >= e.expires {
+			// The kernel's garbage collector would have freed it: a new, full bucket.
+			e.lim = *rate.NewLimiter(rate.Limit(t.perSecond), t.burst)
+		}
+		e.expires = ns + t.expire
+		s.unlink(i)
+		s.pushTail(i)
+	} else {
+		// Free up to two expired buckets (the LRU head expires first), then,
+		// if still full, the least recently used one.
+		for k := 0; k < 2 && s.head >= 0 && ns >= s.ents[s.head].expires; k++ {
+			s.remove(s.head)
+		}
+		if len(s.m) >= s.max && s.head >= 0 {
+			s.remove(s.head)
+		}
+		if n := len(s.free); n > 0 {
+			i = s.free[n-1]
+			s.free = s.free[:n-1]
+		} else {
+			s.ents = append(s.ents, hlEntry{})
+			i = int32(len(s.ents) - 1)
+		}
+		e := &s.ents[i]
+		e.key = key
+		e.lim = *rate.NewLimiter(rate.Limit(t.perSecond), t.burst)
+		e.expires = ns + t.expire
+		s.m[key] = i
+		s.pushTail(i)
+	}
+	if cost > t.burst {
+		cost = t.burst
+	}
+	return s.ents[i].lim.AllowN(now, cost)
+}
+
+// hashlimitMatcher is -m hashlimit (xt_hashlimit): a token bucket per key.
+// Deviation from the kernel: when the table is at --hashlimit-htable-max the
+// kernel drops the packet of a new key; filterd evicts the least recently
+// used (expired first) bucket instead, so a flood of spoofed sources cannot
+// lock legitimate ones out.
+type hashlimitMatcher struct {
+	t     *hashTable
+	above bool
+}
+
+func (*hashlimitMatcher) stateful() {}
+
+func (c *Compiled) newHashlimitMatcher(m *HashlimitMatch, fam packet.Family) (matcher, error) {
+	cfg, err := hashlimitConfigOf(m, fam)
+	if err != nil {
+		return nil, err
+	}
+	t := c.state.hashTable(cfg)
+	return &hashlimitMatcher{t: t, above: m.Above}, nil
+}
+
+func maskAddr(a netip.Addr, bits int) netip.Addr {
+	if bits >= a.BitLen() {
+		return a
+	}
+	return netip.PrefixFrom(a, bits).Masked().Addr()
+}
+
+func (m *hashlimitMatcher) match(p *packet.Packet) bool {
+	cfg := &m.t.cfg
+	var k hlKey
+	if cfg.mode&HashSrcIP != 0 {
+		k.src = maskAddr(p.Src, cfg.srcMask)
+	}
+	if cfg.mode&HashDstIP != 0 {
+		k.dst = maskAddr(p.Dst, cfg.dstMask)
+	}
+	if cfg.mode&(HashSrcPort|HashDstPort) != 0 && p.HasPorts() && !p.Fragment {
+		if cfg.mode&HashSrcPort != 0 {
+			k.sport = p.SrcPort
+		}
+		if cfg.mode&HashDstPort != 0 {
+			k.dport = p.DstPort
+		}
+	}
+	cost := 1
+	if cfg.bytes {
+		cost = p.Length
+	}
+	ok := m.t.allow(k, p.Meta.Time, cost)
+	if m.above {
+		return !ok
+	}
+	return ok
+}

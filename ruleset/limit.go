@@ -1,0 +1,74 @@
+package ruleset
+
+import (
+	"time"
+
+	"github.com/filterd/filterd/packet"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of iptables' limit and hashlimit matches.
+const (
+	DefaultLimitBurst      = 5     // --limit-burst, --hashlimit-burst
+	DefaultHashlimitExpire = 10000 // --hashlimit-htable-expire, milliseconds
+	DefaultHashlimitGC     = 1000  // --hashlimit-htable-gcinterval, milliseconds
+	DefaultHashlimitSize   = 8192  // --hashlimit-htable-size on a host with more than 1 GiB of RAM
+)
+
+// DefaultLimitRate is -m limit's default --limit, 3/hour.
+var DefaultLimitRate = Rate{Count: 3, Unit: PerHour}
+
+// Seconds returns the length of the unit in seconds.
+func (u RateUnit) Seconds() float64 {
+	switch u {
+	case PerMinute:
+		return 60
+	case PerHour:
+		return 3600
+	case PerDay:
+		return 86400
+	}
+	return 1
+}
+
+// PerSecond returns the rate in events per second.
+func (r Rate) PerSecond() float64 {
+	return float64(r.Count) / r.Unit.Seconds()
+}
+
+// limitMatcher is -m limit (xt_limit): one token bucket per rule, full at
+// the start, refilled at the rate up to the burst, driven by the packet's
+// timestamp. As in the kernel, the bucket starts anew when the rules are
+// reloaded.
+type limitMatcher struct {
+	lim *rate.Limiter
+	inv bool
+}
+
+func (*limitMatcher) stateful() {}
+
+func newLimitMatcher(m *LimitMatch) *limitMatcher {
+	r := m.Rate
+	if r.Count == 0 {
+		r = DefaultLimitRate
+	}
+	b := int(m.Burst)
+	if b == 0 {
+		b = DefaultLimitBurst
+	}
+	return &limitMatcher{lim: rate.NewLimiter(rate.Limit(r.PerSecond()), b), inv: m.Invert}
+}
+
+func (m *limitMatcher) match(p *packet.Packet) bool {
+	return m.lim.AllowN(p.Meta.Time, 1) != m.inv
+}
+
+// fullBucketTime returns a time so long before t that a bucket emptied then
+// is full again at t.
+func fullBucketTime(t time.Time, perSecond float64, burst int) time.Time {
+	if perSecond <= 0 {
+		return t
+	}
+	fill := time.Duration(float64(burst)/perSecond*float64(time.Second)) + time.Second
+	return t.Add(-fill)
+}
