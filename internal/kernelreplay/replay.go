@@ -186,6 +186,11 @@ type Result struct {
 	// OwnDropped4/6 count the router's own packets that the raw OUTPUT rule
 	// dropped; Marked4/6 the replayed OUTPUT packets that passed it.
 	OwnDropped4, OwnDropped6, Marked4, Marked6 Counter
+	// TTLExpired lists FORWARD packets (by capture number) with an IPv4 TTL
+	// or IPv6 hop limit of 1 or less: the kernel drops them in ip_forward /
+	// ip6_forward before the FORWARD hook (and answers with Time Exceeded,
+	// which the raw OUTPUT rule drops), so no FORWARD rule or policy counts them.
+	TTLExpired []int
 	// Verdicts has one entry per replayed packet, in capture order.
 	Verdicts []PacketResult
 	// Duration of the injection.
@@ -295,6 +300,9 @@ func makePlan(cfg Config) (*plan, error) {
 				known[dst] = true
 				side[dst] = !side[src]
 			}
+		}
+		if hook == HookForward && ttl(p.L3) <= 1 {
+			pl.res.TTLExpired = append(pl.res.TTLExpired, p.Index)
 		}
 		pl.hooks = append(pl.hooks, hook)
 		pl.fromS = append(pl.fromS, hook == HookForward && side[src])
@@ -997,3 +1005,14 @@ func matchCaptures(pl *plan, caps []*capture, res *Result) {
 }
 
 func lookPath(name string) (string, error) { return exec.LookPath(name) }
+
+// ttl returns the IPv4 TTL or IPv6 hop limit.
+func ttl(l3 []byte) int {
+	if len(l3) >= 20 && l3[0]>>4 == 4 {
+		return int(l3[8])
+	}
+	if len(l3) >= 40 {
+		return int(l3[7])
+	}
+	return 0
+}
