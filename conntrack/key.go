@@ -1,0 +1,182 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"net/netip"
+
+	"github.com/filterd/filterd/packet"
+)
+
+// Key is a conntrack tuple: one direction of a flow. It is comparable and
+// usable as a map key. For TCP, UDP, UDP-Lite and SCTP the ports are the
+// transport ports. For ICMP and ICMPv6 query messages (echo, timestamp,
+// info, ...) SrcPort holds the identifier and DstPort holds type<<8|code,
+// as the kernel's tuple keeps src.u.icmp.id and dst.u.icmp.{type,code}.
+// Other protocols have zero ports (the kernel's generic tracker).
+type Key struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Family           packet.Family
+	Proto            uint8
+}
+
+// ICMPType returns the ICMP type of an ICMP/ICMPv6 key.
+func (k Key) ICMPType() uint8 { return uint8(k.DstPort >> 8) }
+
+// ICMPCode returns the ICMP code of an ICMP/ICMPv6 key.
+func (k Key) ICMPCode() uint8 { return uint8(k.DstPort) }
+
+// ICMPID returns the ICMP identifier of an ICMP/ICMPv6 key.
+func (k Key) ICMPID() uint16 { return k.SrcPort }
+
+func isICMP(proto uint8) bool { return proto == packet.ProtoICMP || proto == packet.ProtoICMPv6 }
+
+// hasPorts reports whether the kernel keys this protocol by 16-bit ports.
+func hasPorts(proto uint8) bool {
+	switch proto {
+	case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoUDPLite, packet.ProtoSCTP:
+		return true
+	}
+	return false
+}
+
+// ICMP (v4) query types and their inverses (invmap[] in
+// nf_conntrack_proto_icmp.c).
+func icmpInvert(t uint8) (uint8, bool) {
+	switch t {
+	case 8:
+		return 0, true // echo -> echo reply
+	case 0:
+		return 8, true
+	case 13:
+		return 14, true // timestamp
+	case 14:
+		return 13, true
+	case 15:
+		return 16, true // info request
+	case 16:
+		return 15, true
+	case 17:
+		return 18, true // address mask
+	case 18:
+		return 17, true
+	}
+	return 0, false
+}
+
+// icmpValidNew: types that may create a new ICMP "connection" (valid_new[]).
+func icmpValidNew(t uint8) bool { return t == 8 || t == 13 || t == 15 || t == 17 }
+
+// ICMPv6 query types and their inverses (invmap[] in nf_conntrack_proto_icmpv6.c).
+func icmpv6Invert(t uint8) (uint8, bool) {
+	switch t {
+	case 128:
+		return 129, true // echo request -> reply
+	case 129:
+		return 128, true
+	case 139:
+		return 140, true // node information query -> reply
+	case 140:
+		return 139, true
+	}
+	return 0, false
+}
+
+func icmpv6ValidNew(t uint8) bool { return t == 128 || t == 139 }
+
+// icmpv6NoTrack: types that conntrack marks UNTRACKED (noct_valid_new[]):
+// MLD and neighbour discovery.
+func icmpv6NoTrack(t uint8) bool {
+	switch t {
+	case 130, 131, 132, 133, 134, 135, 136, 143, 151, 152:
+		return true
+	}
+	return false
+}
+
+// icmpIsError is icmp_is_err(): destination unreachable, source quench,
+// redirect, time exceeded, parameter problem.
+func icmpIsError(t uint8) bool {
+	switch t {
+	case 3, 4, 5, 11, 12:
+		return true
+	}
+	return false
+}
+
+// Invert returns the tuple of the other direction (nf_ct_invert_tuple). It
+// fails for ICMP types that have no reply type.
+func (k Key) Invert() (Key, bool) {
+	r := Key{Family: k.Family, Proto: k.Proto, Src: k.Dst, Dst: k.Src}
+	switch k.Proto {
+	case packet.ProtoICMP:
+		t, ok := icmpInvert(k.ICMPType())
+		if !ok {
+			return Key{}, false
+		}
+		r.SrcPort = k.SrcPort
+		r.DstPort = uint16(t)<<8 | uint16(k.ICMPCode())
+	case packet.ProtoICMPv6:
+		t, ok := icmpv6Invert(k.ICMPType())
+		if !ok {
+			return Key{}, false
+		}
+		r.SrcPort = k.SrcPort
+		r.DstPort = uint16(t)<<8 | uint16(k.ICMPCode())
+	default:
+		r.SrcPort, r.DstPort = k.DstPort, k.SrcPort
+	}
+	return r, true
+}
+
+// KeyOf returns the tuple of a decoded packet in its own direction.
+func KeyOf(p *packet.Packet) Key {
+	k := Key{Family: p.Family, Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+	switch {
+	case isICMP(p.Proto):
+		k.SrcPort = p.ICMPID
+		k.DstPort = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
+	case hasPorts(p.Proto):
+		k.SrcPort, k.DstPort = p.SrcPort, p.DstPort
+	}
+	return k
+}
+
+// innerKey returns the tuple of the packet quoted in an ICMP error.
+func innerKey(p *packet.Packet) Key {
+	in := &p.Inner
+	k := Key{Family: p.Family, Proto: in.Proto, Src: in.Src, Dst: in.Dst}
+	switch {
+	case isICMP(in.Proto):
+		k.SrcPort = in.SrcPort
+		k.DstPort = uint16(in.ICMPType)<<8 | uint16(in.ICMPCode)
+	case hasPorts(in.Proto):
+		k.SrcPort, k.DstPort = in.SrcPort, in.DstPort
+	}
+	return k
+}
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a, b)
+	return hi ^ lo
+}
+
+// hash is symmetric in the two endpoints, so both directions of a flow land
+// in the same shard and bucket. It is seeded per table so that remote hosts
+// cannot aim at one bucket.
+func (t *Table) hash(k *Key) uint64 {
+	sp, dp := k.SrcPort, k.DstPort
+	if isICMP(k.Proto) {
+		dp = sp // type differs between directions; hash on the id only
+	}
+	h := t.epHash(k.Src, sp) + t.epHash(k.Dst, dp)
+	return mix(h^t.seed[2], uint64(k.Proto)<<8|uint64(k.Family)^t.seed[3])
+}
+
+func (t *Table) epHash(a netip.Addr, port uint16) uint64 {
+	b := a.As16()
+	hi := binary.LittleEndian.Uint64(b[:8])
+	lo := binary.LittleEndian.Uint64(b[8:])
+	return mix(hi^t.seed[0], lo^t.seed[1]^uint64(port)<<17)
+}

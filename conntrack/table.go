@@ -1,0 +1,646 @@
+// Package conntrack is a connection tracker that agrees with Linux
+// nf_conntrack: the same tuples, the same TCP state machine and window
+// tracking (net/netfilter/nf_conntrack_proto_tcp.c), the same UDP, ICMP,
+// ICMPv6 and generic handling, RELATED ICMP errors, an FTP helper with
+// expectations, confirmation of new entries only for accepted packets
+// (__nf_conntrack_confirm), a capacity with early drop, and lazy expiry plus
+// an incremental sweep instead of per-flow timers.
+//
+// Time comes from the packet (p.Meta.Time), so pcap replay runs on capture
+// timestamps. A Table is safe for concurrent use: it is split into shards by
+// a seeded, direction-independent flow hash and each shard has its own lock.
+package conntrack
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/filterd/filterd/packet"
+)
+
+// Entry status bits (a subset of the kernel's IPS_* bits).
+const (
+	stConfirmed uint16 = 1 << iota
+	stSeenReply
+	stAssured
+	stExpected
+	stHelper
+)
+
+// ctinfo values, as the kernel's enum ip_conntrack_info.
+const (
+	ctEstablished uint8 = iota
+	ctRelated
+	ctNew
+	ctEstablishedReply
+	ctRelatedReply
+)
+
+// Verdicts of a protocol tracker.
+const (
+	vAccept  = iota // accepted and refreshed
+	vIgnore         // accepted, entry not refreshed
+	vInvalid        // INVALID, entry unchanged
+	vRepeat         // kill the entry and track the packet as a new flow
+	vKill           // accepted, then the entry is deleted (nf_ct_kill_acct)
+)
+
+const (
+	chunkBits = 10
+	chunkSize = 1 << chunkBits
+	// earlyDropRange is NF_CT_EVICTION_RANGE: buckets sampled by early drop.
+	earlyDropRange = 8
+)
+
+type entry struct {
+	key       Key
+	expires   int64 // ns, same clock as packet timestamps
+	packets   [2]uint64
+	bytes     [2]uint64
+	udpStream int64 // UDP: stream_ts, the time after which a reply makes the flow a stream
+	ftp       *ftpInfo
+	tcp       tcpConn
+	next      int32 // index+1 of the next entry in the bucket chain, or free list
+	self      int32 // own index in the shard
+	bucket    uint32
+	gen       uint32 // bumped when the entry is freed; guards stale Refs
+	status    uint16
+}
+
+type shardStats struct {
+	found, new, insert, invalid, ignore, drop, earlyDrop, insertFailed, expired atomic.Uint64
+}
+
+type shard struct {
+	mu      sync.Mutex
+	buckets []int32 // index+1 of the first entry, 0 when empty
+	chunks  [][]entry
+	nalloc  int32
+	free    int32
+	n       int   // confirmed entries
+	now     int64 // latest packet time seen
+	stats   shardStats
+	_       [64]byte
+}
+
+// Table is a connection tracking table.
+type Table struct {
+	cfg        config
+	shards     []shard
+	shardBits  uint
+	bucketMask uint64
+	seed       [4]uint64
+	count      atomic.Int64 // entries allocated (tentative + confirmed), as the kernel's ct count
+
+	invalidEarly atomic.Uint64 // INVALID before any lookup (flags, checksum, ...)
+	related      atomic.Uint64
+	untracked    atomic.Uint64
+
+	exp expectations
+
+	sweepMu     sync.Mutex
+	sweepShard  int
+	sweepBucket int
+}
+
+// New returns an empty table configured by cfg.
+func New(cfg Config) *Table {
+	t := &Table{cfg: cfg.resolve()}
+	n := cfg.Shards
+	if n <= 0 {
+		n = defaultShards
+	}
+	for 1<<t.shardBits < n {
+		t.shardBits++
+	}
+	n = 1 << t.shardBits
+	per := int(t.cfg.max) / n
+	nb := 16
+	for nb < per {
+		nb <<= 1
+	}
+	t.bucketMask = uint64(nb - 1)
+	t.shards = make([]shard, n)
+	for i := range t.shards {
+		t.shards[i].buckets = make([]int32, nb)
+	}
+	seed := cfg.HashSeed
+	var b [32]byte
+	if seed == 0 {
+		_, _ = rand.Read(b[:])
+	} else {
+		for i := 0; i < 4; i++ {
+			seed = seed*6364136223846793005 + 1442695040888963407
+			binary.LittleEndian.PutUint64(b[i*8:], seed^seed>>29)
+		}
+	}
+	for i := range t.seed {
+		t.seed[i] = binary.LittleEndian.Uint64(b[i*8:]) | 1
+	}
+	return t
+}
+
+// Ref is what Track returns: a handle on the packet's entry that the engine
+// passes back with the verdict (Confirm or Drop). The zero Ref is valid and
+// does nothing.
+type Ref struct {
+	t      *Table
+	e      *entry
+	gen    uint32
+	sh     uint32
+	ctinfo uint8
+	flags  uint8
+}
+
+const (
+	refTentative uint8 = 1 << iota
+	refMustDrop
+)
+
+// MustDrop reports whether the kernel itself would drop this packet in the
+// conntrack hook (NF_DROP), whatever the rules say: the table was full and
+// no entry could be evicted.
+func (r Ref) MustDrop() bool { return r.flags&refMustDrop != 0 }
+
+// Tentative reports whether the packet created a new entry that is not yet
+// confirmed.
+func (r Ref) Tentative() bool { return r.flags&refTentative != 0 }
+
+func timeNS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func (t *Table) shardOf(h uint64) (uint32, uint32) {
+	sh := uint32(h >> (64 - t.shardBits))
+	if t.shardBits == 0 {
+		sh = 0
+	}
+	return sh, uint32(h & t.bucketMask)
+}
+
+func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
+
+func (s *shard) alloc() *entry {
+	if s.free != 0 {
+		e := s.at(s.free - 1)
+		s.free = e.next
+		e.next = 0
+		return e
+	}
+	if int(s.nalloc) == len(s.chunks)*chunkSize {
+		s.chunks = append(s.chunks, make([]entry, chunkSize))
+	}
+	e := s.at(s.nalloc)
+	e.self = s.nalloc
+	s.nalloc++
+	return e
+}
+
+func (s *shard) release(e *entry) {
+	*e = entry{self: e.self, gen: e.gen + 1, next: s.free}
+	s.free = e.self + 1
+}
+
+// find looks k up (and its inverse kinv when hasInv) in bucket b. An expired
+// entry found on the way is removed (lazy expiry, as the kernel's lookup
+// does with nf_ct_gc_expired).
+func (t *Table) find(s *shard, b uint32, k, kinv *Key, hasInv bool, now int64) (*entry, uint8) {
+	for idx := s.buckets[b]; idx != 0; {
+		e := s.at(idx - 1)
+		idx = e.next
+		var dir uint8
+		switch {
+		case e.key == *k:
+			dir = 0
+		case hasInv && e.key == *kinv:
+			dir = 1
+		default:
+			continue
+		}
+		if e.expires <= now {
+			t.remove(s, e)
+			s.stats.expired.Add(1)
+			return nil, 0
+		}
+		return e, dir
+	}
+	return nil, 0
+}
+
+func (s *shard) link(e *entry) {
+	e.next = s.buckets[e.bucket]
+	s.buckets[e.bucket] = e.self + 1
+	e.status |= stConfirmed
+	s.n++
+}
+
+// remove unlinks a confirmed entry and frees it.
+func (t *Table) remove(s *shard, e *entry) {
+	p := &s.buckets[e.bucket]
+	for *p != 0 {
+		if *p == e.self+1 {
+			*p = e.next
+			break
+		}
+		p = &s.at(*p - 1).next
+	}
+	s.n--
+	if e.status&stHelper != 0 {
+		t.exp.removeMaster(e)
+	}
+	s.release(e)
+	t.count.Add(-1)
+}
+
+// Track looks the packet's flow up, or creates a tentative entry for a new
+// flow, runs the protocol tracker (state changes of an existing entry apply
+// at once, as in the kernel's conntrack hook) and sets p.CTState and
+// p.CTDir. The returned Ref must be passed to Confirm when the rules accept
+// the packet or to Drop when they drop it.
+func (t *Table) Track(p *packet.Packet) Ref {
+	p.CTState, p.CTDir = 0, packet.DirOriginal
+	if p.Family != packet.IPv4 && p.Family != packet.IPv6 {
+		return t.invalid(p)
+	}
+	// nf_defrag reassembles before conntrack; a fragment that reaches us was
+	// never reassembled, and the kernel would not let it through.
+	if p.Fragment || p.MoreFrags || p.Truncated {
+		return t.invalid(p)
+	}
+	// nf_conntrack_checksum: only packets from the network are judged.
+	if t.cfg.checksum && !p.Meta.Local && p.Checksum == packet.ChecksumBad {
+		switch p.Proto {
+		case packet.ProtoTCP, packet.ProtoUDP, packet.ProtoUDPLite, packet.ProtoICMP, packet.ProtoICMPv6:
+			return t.invalid(p)
+		}
+	}
+	now := timeNS(p.Meta.Time)
+	switch p.Proto {
+	case packet.ProtoTCP:
+		if !tcpValid(p) {
+			return t.invalid(p)
+		}
+	case packet.ProtoICMP:
+		// nf_conntrack_icmpv4_error
+		if p.ICMPType > 18 {
+			return t.invalid(p)
+		}
+		if icmpIsError(p.ICMPType) {
+			return t.relatedError(p, now)
+		}
+	case packet.ProtoICMPv6:
+		// nf_conntrack_icmpv6_error
+		if icmpv6NoTrack(p.ICMPType) {
+			p.CTState = packet.CTUntracked
+			t.untracked.Add(1)
+			return Ref{}
+		}
+		if p.ICMPType < 128 || p.ICMPType == 137 {
+			return t.relatedError(p, now)
+		}
+	}
+
+	k := KeyOf(p)
+	kinv, hasInv := k.Invert()
+	sh, b := t.shardOf(t.hash(&k))
+	s := &t.shards[sh]
+	s.mu.Lock()
+	if now > s.now {
+		s.now = now
+	}
+	for repeat := 0; repeat < 2; repeat++ {
+		e, dir := t.find(s, b, &k, &kinv, hasInv, now)
+		if e == nil {
+			break
+		}
+		var ctinfo uint8
+		switch {
+		case dir == 1:
+			ctinfo = ctEstablishedReply
+		case e.status&stSeenReply != 0:
+			ctinfo = ctEstablished
+		case e.status&stExpected != 0:
+			ctinfo = ctRelated
+		default:
+			ctinfo = ctNew
+		}
+		switch t.protoPacket(e, p, dir, now, false) {
+		case vInvalid:
+			s.stats.invalid.Add(1)
+			s.mu.Unlock()
+			p.CTState = packet.CTInvalid
+			return Ref{}
+		case vRepeat:
+			// tcp: reopening a closed/aborted connection; delete and retry.
+			t.remove(s, e)
+			continue
+		case vKill:
+			t.remove(s, e)
+			s.stats.found.Add(1)
+			s.mu.Unlock()
+			setState(p, ctinfo, dir)
+			return Ref{}
+		case vIgnore:
+			s.stats.ignore.Add(1)
+		}
+		if dir == 1 {
+			e.status |= stSeenReply
+		}
+		s.stats.found.Add(1)
+		gen := e.gen
+		s.mu.Unlock()
+		setState(p, ctinfo, dir)
+		return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo}
+	}
+	return t.newFlow(s, sh, b, &k, hasInv, p, now)
+}
+
+// newFlow is init_conntrack plus the first run of the protocol tracker on
+// the unconfirmed entry. Called with s locked; unlocks it.
+func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.Packet, now int64) Ref {
+	if !hasInv {
+		// nf_ct_invert_tuple failed (ICMP type without a reply type).
+		s.stats.invalid.Add(1)
+		s.mu.Unlock()
+		p.CTState = packet.CTInvalid
+		return Ref{}
+	}
+	if t.count.Add(1) > t.cfg.max {
+		if !t.earlyDrop(s, b, now) {
+			t.count.Add(-1)
+			s.stats.drop.Add(1)
+			s.stats.invalid.Add(1)
+			s.mu.Unlock()
+			p.CTState = packet.CTInvalid
+			return Ref{flags: refMustDrop}
+		}
+	}
+	e := s.alloc()
+	e.key = *k
+	e.bucket = b
+	ctinfo := ctNew
+	if t.exp.n.Load() > 0 && t.exp.match(k, now) {
+		e.status |= stExpected
+		ctinfo = ctRelated
+	}
+	if v := t.protoPacket(e, p, 0, now, true); v == vInvalid {
+		s.release(e)
+		t.count.Add(-1)
+		s.stats.invalid.Add(1)
+		s.mu.Unlock()
+		p.CTState = packet.CTInvalid
+		return Ref{}
+	}
+	if t.cfg.ftp && k.Proto == packet.ProtoTCP && e.status&stExpected == 0 {
+		for _, port := range t.cfg.ftpPorts {
+			if k.DstPort == port {
+				e.status |= stHelper
+				break
+			}
+		}
+	}
+	s.stats.new.Add(1)
+	gen := e.gen
+	s.mu.Unlock()
+	setState(p, ctinfo, 0)
+	return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo, flags: refTentative}
+}
+
+func setState(p *packet.Packet, ctinfo, dir uint8) {
+	switch ctinfo {
+	case ctNew:
+		p.CTState = packet.CTNew
+	case ctRelated, ctRelatedReply:
+		p.CTState = packet.CTRelated
+	default:
+		p.CTState = packet.CTEstablished
+	}
+	p.CTDir = packet.CTDir(dir)
+}
+
+func (t *Table) invalid(p *packet.Packet) Ref {
+	t.invalidEarly.Add(1)
+	p.CTState = packet.CTInvalid
+	return Ref{}
+}
+
+// relatedError is nf_conntrack_inet_error: an ICMP/ICMPv6 error is RELATED to
+// the flow its quoted header belongs to, or INVALID. It refreshes nothing.
+func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
+	if !p.Inner.Valid {
+		return t.invalid(p)
+	}
+	orig := innerKey(p)
+	// The quoted packet travelled the other way; look up its inverse.
+	inner, ok := orig.Invert()
+	if !ok {
+		return t.invalid(p)
+	}
+	innerInv, hasInv := inner.Invert()
+	sh, b := t.shardOf(t.hash(&inner))
+	s := &t.shards[sh]
+	s.mu.Lock()
+	e, dir := t.find(s, b, &inner, &innerInv, hasInv, now)
+	if e == nil {
+		s.mu.Unlock()
+		return t.invalid(p)
+	}
+	// The outer destination must be the destination of the found tuple.
+	ctDst := e.key.Dst
+	if dir == 1 {
+		ctDst = e.key.Src
+	}
+	s.mu.Unlock()
+	if ctDst != p.Dst {
+		return t.invalid(p)
+	}
+	t.related.Add(1)
+	p.CTState = packet.CTRelated
+	p.CTDir = packet.CTDir(dir)
+	return Ref{}
+}
+
+// earlyDrop is the kernel's early_drop: sample earlyDropRange buckets from
+// the new flow's bucket and evict every entry there that is not ASSURED.
+// Expired entries met on the way are reclaimed too. Called with s locked.
+func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
+	for i := uint32(0); i < earlyDropRange; i++ {
+		bi := (b + i) & uint32(t.bucketMask)
+		freed := 0
+		for idx := s.buckets[bi]; idx != 0; {
+			e := s.at(idx - 1)
+			idx = e.next
+			if e.expires <= now {
+				t.remove(s, e)
+				s.stats.expired.Add(1)
+				freed++
+				continue
+			}
+			if e.status&stAssured != 0 {
+				continue
+			}
+			t.remove(s, e)
+			s.stats.earlyDrop.Add(1)
+			freed++
+		}
+		if freed > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Confirm is called when the rules accepted the packet. A new entry is
+// inserted into the table only now (__nf_conntrack_confirm); for an entry
+// with the FTP helper the helper parses the accepted packet.
+func (r Ref) Confirm(p *packet.Packet) {
+	if r.e == nil {
+		return
+	}
+	t := r.t
+	s := &t.shards[r.sh]
+	now := timeNS(p.Meta.Time)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := r.e
+	if e.gen != r.gen {
+		return // entry went away meanwhile
+	}
+	if r.flags&refTentative != 0 {
+		kinv, hasInv := e.key.Invert()
+		if other, _ := t.find(s, e.bucket, &e.key, &kinv, hasInv, now); other != nil {
+			// Another worker confirmed the same flow first.
+			s.release(e)
+			t.count.Add(-1)
+			s.stats.insertFailed.Add(1)
+			return
+		}
+		s.link(e)
+		s.stats.insert.Add(1)
+		if e.status&stHelper != 0 {
+			e.ftp = &ftpInfo{}
+		}
+		return
+	}
+	if e.status&stHelper != 0 && e.ftp != nil &&
+		(r.ctinfo == ctEstablished || r.ctinfo == ctEstablishedReply) {
+		dir := uint8(0)
+		if r.ctinfo == ctEstablishedReply {
+			dir = 1
+		}
+		t.ftpHelp(e, p, dir, now)
+	}
+}
+
+// Drop is called when the rules dropped the packet: a tentative entry is
+// freed and leaves no trace.
+func (r Ref) Drop() {
+	if r.e == nil || r.flags&refTentative == 0 {
+		return
+	}
+	s := &r.t.shards[r.sh]
+	s.mu.Lock()
+	if r.e.gen == r.gen {
+		s.release(r.e)
+		r.t.count.Add(-1)
+	}
+	s.mu.Unlock()
+}
+
+// Sweep reclaims expired entries incrementally: it visits at most budget
+// buckets and entries, resuming where the previous call stopped, and
+// returns the number of entries removed. Expired expectations are removed
+// too. The engine calls it periodically with the current packet time.
+func (t *Table) Sweep(now time.Time, budget int) int {
+	n := timeNS(now)
+	t.exp.expire(n)
+	t.sweepMu.Lock()
+	defer t.sweepMu.Unlock()
+	removed, visited := 0, 0
+	total := len(t.shards) * len(t.shards[0].buckets)
+	steps := 0
+	for visited < budget && steps < total {
+		s := &t.shards[t.sweepShard]
+		s.mu.Lock()
+		for t.sweepBucket < len(s.buckets) && visited < budget && steps < total {
+			for idx := s.buckets[t.sweepBucket]; idx != 0; {
+				e := s.at(idx - 1)
+				idx = e.next
+				visited++
+				if e.expires <= n {
+					t.remove(s, e)
+					s.stats.expired.Add(1)
+					removed++
+				}
+			}
+			visited++
+			steps++
+			t.sweepBucket++
+		}
+		s.mu.Unlock()
+		if t.sweepBucket >= len(s.buckets) {
+			t.sweepBucket = 0
+			t.sweepShard = (t.sweepShard + 1) % len(t.shards)
+		}
+	}
+	return removed
+}
+
+// protoPacket runs the protocol tracker on e (nf_conntrack_handle_packet).
+func (t *Table) protoPacket(e *entry, p *packet.Packet, dir uint8, now int64, isNew bool) int {
+	switch e.key.Proto {
+	case packet.ProtoTCP:
+		return t.tcpPacket(e, p, dir, now, isNew)
+	case packet.ProtoUDP, packet.ProtoUDPLite:
+		return t.udpPacket(e, p, dir, now, isNew)
+	case packet.ProtoICMP:
+		// nf_conntrack_icmp_packet: only query types may create an entry.
+		if !icmpValidNew(e.key.ICMPType()) {
+			return vInvalid
+		}
+		t.refresh(e, p, dir, now, t.cfg.icmp)
+	case packet.ProtoICMPv6:
+		if isNew && !icmpv6ValidNew(e.key.ICMPType()) {
+			return vInvalid
+		}
+		t.refresh(e, p, dir, now, t.cfg.icmpv6)
+	default:
+		t.refresh(e, p, dir, now, t.cfg.generic)
+	}
+	return vAccept
+}
+
+// refresh is nf_ct_refresh_acct with accounting on (nf_conntrack_acct=1).
+func (t *Table) refresh(e *entry, p *packet.Packet, dir uint8, now, timeout int64) {
+	e.expires = now + timeout
+	e.packets[dir]++
+	e.bytes[dir] += uint64(p.Length)
+}
+
+// udpPacket is nf_conntrack_udp_packet.
+func (t *Table) udpPacket(e *entry, p *packet.Packet, dir uint8, now int64, isNew bool) int {
+	if isNew {
+		e.udpStream = now + int64(2*time.Second)
+	}
+	if e.status&stSeenReply != 0 {
+		extra := t.cfg.udp
+		stream := false
+		if now > e.udpStream {
+			extra = t.cfg.udpStream
+			stream = e.status&stAssured == 0
+		}
+		t.refresh(e, p, dir, now, extra)
+		if stream {
+			e.status |= stAssured
+		}
+	} else {
+		t.refresh(e, p, dir, now, t.cfg.udp)
+	}
+	return vAccept
+}
