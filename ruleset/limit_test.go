@@ -1,0 +1,101 @@
+package ruleset
+
+import (
+	"testing"
+	"time"
+
+	"github.com/filterd/filterd/packet"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// at returns a packet from src at t0+d.
+func at(src string, d time.Duration) *packet.Packet {
+	p := mkPkt(src, "198.18.0.2", 22)
+	p.Meta.Time = t0.Add(d)
+	return p
+}
+
+type step struct {
+	src  string
+	at   time.Duration
+	want Verdict
+}
+
+func runSteps(t *testing.T, c *Compiled, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		if got := c.Evaluate(at(s.src, s.at)).Verdict; got != s.want {
+			t.Fatalf("step %d (%s at +%v): %v, want %v", i, s.src, s.at, got, s.want)
+		}
+	}
+}
+
+func TestLimit(t *testing.T) {
+	const A, D = VerdictAccept, VerdictDrop
+	ms := time.Millisecond
+	tests := []struct {
+		name  string
+		m     *LimitMatch
+		steps []step
+	}{
+		{"5/second burst 5", &LimitMatch{Rate: Rate{Count: 5, Unit: PerSecond}, Burst: 5}, []step{
+			{"198.18.0.1", 0, A}, {"198.18.0.1", 0, A}, {"198.18.0.1", 0, A}, {"198.18.0.1", 0, A}, {"198.18.0.1", 0, A},
+			{"198.18.0.1", 0, D}, // burst used up
+			{"198.18.0.1", 100 * ms, D},
+			{"198.18.0.1", 200 * ms, A}, // one token per 200 ms
+			{"198.18.0.1", 200 * ms, D},
+			{"198.18.0.1", 10 * time.Second, A}, // refilled, but only up to the burst
+			{"198.18.0.9", 10 * time.Second, A}, // one bucket for every source
+			{"198.18.0.1", 10 * time.Second, A}, {"198.18.0.1", 10 * time.Second, A}, {"198.18.0.1", 10 * time.Second, A},
+			{"198.18.0.1", 10 * time.Second, D},
+		}},
+		{"defaults 3/hour burst 5", &LimitMatch{}, []step{
+			{"198.18.0.1", 0, A}, {"198.18.0.1", 1, A}, {"198.18.0.1", 2, A}, {"198.18.0.1", 3, A}, {"198.18.0.1", 4, A},
+			{"198.18.0.1", 19 * time.Minute, D},
+			{"198.18.0.1", 20 * time.Minute, A},
+			{"198.18.0.1", 21 * time.Minute, D},
+		}},
+		{"! --limit matches over the rate", &LimitMatch{Rate: Rate{Count: 1, Unit: PerMinute}, Burst: 1, Invert: true}, []step{
+			{"198.18.0.1", 0, D}, {"198.18.0.1", time.Second, A}, {"198.18.0.1", time.Minute, D},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := mkTable(mkBuiltin("INPUT", PolicyDrop, &Rule{Matches: []Match{tt.m}, Target: tgtAccept()}))
+			runSteps(t, mustCompile(t, tab, CompileOptions{}), tt.steps)
+		})
+	}
+}
+
+// TestLimitRestartsOnReload: xt_limit's state belongs to the rule, so a
+// reloaded rule starts with a full bucket.
+func TestLimitRestartsOnReload(t *testing.T) {
+	tab := mkTable(mkBuiltin("INPUT", PolicyDrop, &Rule{Matches: []Match{&LimitMatch{Rate: Rate{Count: 1, Unit: PerHour}, Burst: 1}}, Target: tgtAccept()}))
+	st := NewState()
+	c := mustCompile(t, tab, CompileOptions{State: st})
+	runSteps(t, c, []step{{"198.18.0.1", 0, VerdictAccept}, {"198.18.0.1", time.Second, VerdictDrop}})
+	c = mustCompile(t, tab, CompileOptions{State: st})
+	runSteps(t, c, []step{{"198.18.0.1", 2 * time.Second, VerdictAccept}})
+}
+
+// TestLimitBeforePortKey: a stateful match placed before the port test keeps
+// its side effects for every packet that reaches it, indexed chain or not.
+func TestLimitBeforePortKey(t *testing.T) {
+	var rules []*Rule
+	for i := 0; i < 40; i++ {
+		rules = append(rules, mkTCPRule(uint16(2000+i), tgtAccept()))
+	}
+	// -p tcp -m limit --limit 1/hour --limit-burst 2 -m tcp --dport 22 -j ACCEPT:
+	// the limit runs for every TCP packet, then the port is tested.
+	rules = append(rules, &Rule{Proto: ProtoMatch{Num: packet.ProtoTCP},
+		Matches: []Match{&LimitMatch{Rate: Rate{Count: 1, Unit: PerHour}, Burst: 2}, mkTCPDport(22)}, Target: tgtAccept()})
+	c := mustCompile(t, mkTable(mkBuiltin("INPUT", PolicyDrop, rules...)), CompileOptions{})
+	p80 := at("198.18.0.1", 0)
+	p80.DstPort = 80
+	if got := c.Evaluate(p80).Verdict; got != VerdictDrop {
+		t.Fatalf("port 80: %v", got)
+	}
+	// The port-80 packet used one token: one left for port 22.
+	runSteps(t, c, []step{{"198.18.0.1", time.Second, VerdictAccept}, {"198.18.0.1", 2 * time.Second, VerdictDrop}})
+}
