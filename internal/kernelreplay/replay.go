@@ -114,8 +114,10 @@ type Config struct {
 	// KeepTiming sends packets at the capture's own relative times (for
 	// -m limit / -m hashlimit rule sets); at most 10 minutes.
 	KeepTiming bool
-	// Capture records, on the injector and sink, which OUTPUT and FORWARD
-	// packets left the router (Result.Verdicts).
+	// Capture records which packets got through (Result.Verdicts): OUTPUT
+	// and FORWARD packets leaving the router on the injector's or sink's veth,
+	// INPUT packets reaching the router's raw sockets after the INPUT chain.
+	// Without it only OUTPUT drops are known (the send gets EPERM).
 	Capture bool
 	// Sysctls are set in the router before the rules are loaded, e.g.
 	// {"net.netfilter.nf_conntrack_tcp_loose": "0"}.
@@ -134,9 +136,9 @@ type Verdict uint8
 
 // Per-packet outcomes.
 const (
-	VerdictUnknown   Verdict = iota // not captured (INPUT packets, or Capture off)
-	VerdictPassed                   // seen leaving the router
-	VerdictDropped                  // not seen leaving the router
+	VerdictUnknown   Verdict = iota // not known: Capture off (INPUT, FORWARD), or a fragment
+	VerdictPassed                   // seen leaving the router, or delivered locally after INPUT
+	VerdictDropped                  // not seen there; for OUTPUT: the send got EPERM
 	VerdictSendError                // the injector could not send it
 )
 
@@ -372,20 +374,28 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		return nil, err
 	}
 	defer inj.close()
-	var caps []*capture
+	var outCaps, inCaps []*capture
 	if cfg.Capture {
 		for _, x := range []struct {
 			ns  *netns.NS
-			if_ string
+			dev string
 		}{{nsC, "c0"}, {nsS, "s0"}} {
-			c, err := openCapture(x.ns, x.if_)
+			c, err := openCapture(x.ns, x.dev)
 			if err != nil {
 				return nil, err
 			}
 			defer c.close()
-			caps = append(caps, c)
+			outCaps = append(outCaps, c)
+		}
+		inCaps, err = openLocalCaptures(nsR, pl)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range inCaps {
+			defer c.close()
 		}
 	}
+	caps := append(append([]*capture(nil), outCaps...), inCaps...)
 
 	start := time.Now()
 	if err := inject(ctx, cfg, pl, inj, res); err != nil {
@@ -400,7 +410,7 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 		c.stop()
 	}
 	if cfg.Capture {
-		matchCaptures(pl, caps, res)
+		matchCaptures(pl, outCaps, inCaps, res)
 	}
 	if err := collect(ctx, cfg, pl, nsR, res); err != nil {
 		return nil, err
@@ -675,6 +685,11 @@ func inject(ctx context.Context, cfg Config, pl *plan, in *injectors, res *Resul
 			err = unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: idx, Protocol: htons(etype), Halen: 6, Addr: a})
 		}
 		key := fmt.Sprintf("%s/ipv%d", pl.hooks[i], fam)
+		if pl.hooks[i] == HookOutput && errors.Is(err, unix.EPERM) {
+			// A local sender learns of a netfilter drop (DROP, REJECT) in
+			// OUTPUT as EPERM: the packet was sent and judged.
+			err, pr.Verdict = nil, VerdictDropped
+		}
 		if err != nil {
 			pr.Verdict, pr.Err = VerdictSendError, err.Error()
 			res.SendErrors++
@@ -872,76 +887,175 @@ func Counters(save string) map[string]Counter {
 	return out
 }
 
-// capture reads frames that leave the router on the injector's or sink's veth.
+// capture collects keys (see packetKey) of packets seen at one place: frames
+// leaving the router on the injector's or sink's veth (AF_PACKET), or
+// packets the router delivered locally after its INPUT chain (raw IP
+// sockets, which get their copy in ip_local_deliver, after NF_INET_LOCAL_IN).
 type capture struct {
-	fd     int
-	mu     sync.Mutex
-	frames [][]byte
-	done   chan struct{}
-	quit   chan struct{}
+	fd   int
+	mu   sync.Mutex
+	keys []string
+	read func(fd int, buf, oob []byte) (string, bool, error)
+	done chan struct{}
+	quit chan struct{}
 }
 
+func newCapture(fd int, read func(fd int, buf, oob []byte) (string, bool, error)) *capture {
+	c := &capture{fd: fd, read: read, done: make(chan struct{}), quit: make(chan struct{})}
+	go c.loop()
+	return c
+}
+
+func setRecvOpts(fd int) error {
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+}
+
+// openCapture captures the frames that arrive on dev from the router.
 func openCapture(ns *netns.NS, dev string) (*capture, error) {
-	c := &capture{fd: -1, done: make(chan struct{}), quit: make(chan struct{})}
+	fd := -1
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))); err != nil {
 			return err
 		}
-		c.fd = fd
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 			return err
 		}
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
-		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		return setRecvOpts(fd)
 	})
 	if err != nil {
-		if c.fd >= 0 {
-			unix.Close(c.fd)
+		if fd >= 0 {
+			unix.Close(fd)
 		}
 		return nil, fmt.Errorf("kernelreplay: capture on %s: %w", dev, err)
 	}
-	go c.loop()
-	return c, nil
+	return newCapture(fd, func(fd int, buf, _ []byte) (string, bool, error) {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return "", false, err
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			return "", false, nil // our own injection
+		}
+		if n < 14 {
+			return "", false, nil
+		}
+		return packetKey(buf[14:n]), true, nil
+	}), nil
+}
+
+// openLocalCaptures opens raw sockets in the router, one per family and
+// protocol that INPUT packets carry, to see which packets INPUT accepted.
+func openLocalCaptures(nsR *netns.NS, pl *plan) ([]*capture, error) {
+	protos := map[[2]int]bool{}
+	for i, p := range pl.pkts {
+		if pl.hooks[i] != HookInput {
+			continue
+		}
+		h, _ := parseIP(p.L3)
+		if h.l4Known && h.proto != unix.IPPROTO_RAW && h.proto != 0 {
+			fam := unix.AF_INET
+			if h.v6 {
+				fam = unix.AF_INET6
+			}
+			protos[[2]int{fam, int(h.proto)}] = true
+		}
+	}
+	var caps []*capture
+	for fp := range protos {
+		fd := -1
+		err := nsR.Do(func() error {
+			var err error
+			if fd, err = unix.Socket(fp[0], unix.SOCK_RAW, fp[1]); err != nil {
+				return err
+			}
+			if fp[0] == unix.AF_INET6 {
+				if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+					return err
+				}
+			}
+			return setRecvOpts(fd)
+		})
+		if err != nil {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			for _, c := range caps {
+				c.close()
+			}
+			return nil, fmt.Errorf("kernelreplay: raw socket for protocol %d in the router: %w", fp[1], err)
+		}
+		if fp[0] == unix.AF_INET {
+			caps = append(caps, newCapture(fd, func(fd int, buf, _ []byte) (string, bool, error) {
+				n, _, err := unix.Recvfrom(fd, buf, 0)
+				if err != nil {
+					return "", false, err
+				}
+				return packetKey(buf[:n]), true, nil // IPv4 raw sockets get the IP header
+			}))
+			continue
+		}
+		proto := uint8(fp[1])
+		caps = append(caps, newCapture(fd, func(fd int, buf, oob []byte) (string, bool, error) {
+			n, oobn, _, from, err := unix.Recvmsg(fd, buf, oob, 0)
+			if err != nil {
+				return "", false, err
+			}
+			sa, ok := from.(*unix.SockaddrInet6)
+			if !ok {
+				return "", false, nil
+			}
+			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err != nil {
+				return "", false, nil
+			}
+			for _, m := range msgs {
+				if m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16 {
+					src := netip.AddrFrom16(sa.Addr)
+					dst := netip.AddrFrom16([16]byte(m.Data[:16]))
+					return l4Key(src, dst, proto, buf[:n]), true, nil
+				}
+			}
+			return "", false, nil
+		}))
+	}
+	return caps, nil
 }
 
 func (c *capture) loop() {
 	defer close(c.done)
 	buf := make([]byte, 65536+64)
+	oob := make([]byte, 256)
 	for n := 0; n < 4*MaxPackets; n++ {
 		select {
 		case <-c.quit:
 			return
 		default:
 		}
-		m, from, err := unix.Recvfrom(c.fd, buf, 0)
+		k, ok, err := c.read(c.fd, buf, oob)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
 			}
 			return
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // our own injection
+		if ok && k != "" {
+			c.mu.Lock()
+			c.keys = append(c.keys, k)
+			c.mu.Unlock()
 		}
-		if m < 14 {
-			continue
-		}
-		c.mu.Lock()
-		c.frames = append(c.frames, append([]byte(nil), buf[14:m]...))
-		c.mu.Unlock()
 	}
 }
 
 func (c *capture) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.frames)
+	return len(c.keys)
 }
 
 func (c *capture) stop() {
@@ -958,43 +1072,58 @@ func (c *capture) close() {
 	unix.Close(c.fd)
 }
 
-// frameKey identifies a packet across the router, which changes its TTL /
+// packetKey identifies a packet across the router, which changes its TTL /
 // hop limit, IPv4 checksum and (for header-included sends with ID 0) its
-// IPv4 ID.
-func frameKey(l3 []byte) string {
+// IPv4 ID: addresses, protocol, transport length and the first 16 bytes of
+// the transport header. Fragments get "" (they are reassembled on the way).
+func packetKey(l3 []byte) string {
 	h, err := parseIP(l3)
-	if err != nil {
+	if err != nil || h.frag || !h.l4Known || h.l4 > h.end {
 		return ""
 	}
-	var k []byte
-	k = append(k, l3[h.srcOff:h.srcOff+h.alen]...)
-	k = append(k, l3[h.dstOff:h.dstOff+h.alen]...)
-	k = append(k, h.proto)
-	k = binary.BigEndian.AppendUint32(k, uint32(h.end))
-	if !h.v6 {
-		k = append(k, l3[6]&0x1f, l3[7])
-	}
-	if h.l4Known && h.first {
-		k = append(k, l3[h.l4:min(h.l4+16, h.end)]...)
-	}
+	return l4Key(h.src(l3), h.dst(l3), h.proto, l3[h.l4:h.end])
+}
+
+func l4Key(src, dst netip.Addr, proto uint8, l4 []byte) string {
+	k := make([]byte, 0, 56)
+	k = append(k, src.AsSlice()...)
+	k = append(k, dst.AsSlice()...)
+	k = append(k, proto)
+	k = binary.BigEndian.AppendUint32(k, uint32(len(l4)))
+	k = append(k, l4[:min(16, len(l4))]...)
 	return string(k)
 }
 
-func matchCaptures(pl *plan, caps []*capture, res *Result) {
-	seen := map[string]int{}
-	for _, c := range caps {
-		c.mu.Lock()
-		for _, f := range c.frames {
-			seen[frameKey(f)]++
+// matchCaptures turns the captured keys into per-packet verdicts: a packet
+// seen where it should arrive passed; one never seen was dropped. Packets
+// without a key (fragments) stay unknown. out are the veth captures (OUTPUT,
+// FORWARD), in the router's local delivery (INPUT).
+func matchCaptures(pl *plan, out, in []*capture, res *Result) {
+	count := func(cs []*capture) map[string]int {
+		m := map[string]int{}
+		for _, c := range cs {
+			c.mu.Lock()
+			for _, k := range c.keys {
+				m[k]++
+			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
+		return m
 	}
+	seenOut, seenIn := count(out), count(in)
 	for i := range res.Verdicts {
 		v := &res.Verdicts[i]
-		if v.Verdict == VerdictSendError || v.Hook == HookInput {
+		if v.Verdict != VerdictUnknown {
+			continue // send error, or OUTPUT dropped (EPERM)
+		}
+		k := packetKey(pl.pkts[i].L3)
+		if k == "" {
 			continue
 		}
-		k := frameKey(pl.pkts[i].L3)
+		seen := seenOut
+		if v.Hook == HookInput {
+			seen = seenIn
+		}
 		if seen[k] > 0 {
 			seen[k]--
 			v.Verdict = VerdictPassed
@@ -1003,8 +1132,6 @@ func matchCaptures(pl *plan, caps []*capture, res *Result) {
 		}
 	}
 }
-
-func lookPath(name string) (string, error) { return exec.LookPath(name) }
 
 // ttl returns the IPv4 TTL or IPv6 hop limit.
 func ttl(l3 []byte) int {
@@ -1016,3 +1143,5 @@ func ttl(l3 []byte) int {
 	}
 	return 0
 }
+
+func lookPath(name string) (string, error) { return exec.LookPath(name) }

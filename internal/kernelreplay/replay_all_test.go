@@ -116,7 +116,7 @@ func TestKernelReplayEveryPcap(t *testing.T) {
 			if strings.HasPrefix(name, "captured_") {
 				local = []netip.Prefix{netip.MustParsePrefix("198.18.2.2/32"), netip.MustParsePrefix("fd00:198:18:2::2/128")}
 			}
-			cfg := Config{Rules: countRules, Rules6: countRules, Pcap: path, Local: local, Interval: 200 * time.Microsecond}
+			cfg := Config{Rules: countRules, Rules6: countRules, Pcap: path, Local: local, Interval: 200 * time.Microsecond, Capture: true}
 			pl, err := makePlan(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -146,6 +146,21 @@ func TestKernelReplayEveryPcap(t *testing.T) {
 			t.Logf("per hook: kernel %v, capture %v; TTL expired %v; own drops v4 %v v6 %v", got, want, res.TTLExpired, res.OwnDropped4, res.OwnDropped6)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("kernel counted %v, capture gives %v (sent %v, TTL expired %v)", got, want, res.Sent, res.TTLExpired)
+			}
+			// Everything is accepted: every packet is seen where it should
+			// arrive, except FORWARD packets whose TTL runs out.
+			expired := map[int]bool{}
+			for _, i := range res.TTLExpired {
+				expired[i] = true
+			}
+			for _, v := range res.Verdicts {
+				want := VerdictPassed
+				if expired[v.Index] {
+					want = VerdictDropped
+				}
+				if v.Verdict != want && v.Verdict != VerdictUnknown {
+					t.Errorf("packet %d (%s ipv%d, %d B): %v, want %v", v.Index, v.Hook, v.Family, v.Len, v.Verdict, want)
+				}
 			}
 			if left := ourNamespaces(t); len(left) != 0 {
 				t.Errorf("namespaces left behind: %v", left)

@@ -107,7 +107,7 @@ func TestKernelReplayCounters(t *testing.T) {
 			want6:       map[string]Counter{"filter/INPUT": {0, 0}, "filter/FORWARD": {0, 0}, "filter/OUTPUT": {0, 0}, ruleFwd6: {0, 0}},
 			ownDropped4: Counter{40, 1600},
 			sent:        map[string]int{"INPUT/ipv4": 40, "OUTPUT/ipv4": 55},
-			verdicts:    map[int]Verdict{2: VerdictPassed, 20: VerdictPassed, 95: VerdictPassed},
+			verdicts:    allVerdicts(95, VerdictPassed, nil),
 		},
 		{
 			// 3 IPv4 SYNs (60 B each) to 8081, 23, 9090: not 8080, no
@@ -128,7 +128,8 @@ func TestKernelReplayCounters(t *testing.T) {
 			},
 			ownDropped4: Counter{0, 0},
 			sent:        map[string]int{"INPUT/ipv4": 3, "OUTPUT/ipv4": 3, "FORWARD/ipv6": 2},
-			verdicts:    map[int]Verdict{2: VerdictPassed, 5: VerdictPassed, 6: VerdictDropped, 8: VerdictPassed},
+			// Packets 1, 3, 7 are the IPv4 SYNs (INPUT policy), 6 the IPv6 RST.
+			verdicts: allVerdicts(8, VerdictPassed, []int{1, 3, 7, 6}),
 		},
 	}
 	for _, tc := range tests {
@@ -173,8 +174,11 @@ func TestKernelReplayCounters(t *testing.T) {
 			if res.SendErrors != 0 || fmt.Sprint(res.Sent) != fmt.Sprint(tc.sent) {
 				t.Errorf("sent %v with %d errors, want %v", res.Sent, res.SendErrors, tc.sent)
 			}
+			if len(res.Verdicts) != len(tc.verdicts) {
+				t.Errorf("%d verdicts, want %d", len(res.Verdicts), len(tc.verdicts))
+			}
 			for _, v := range res.Verdicts {
-				if want, ok := tc.verdicts[v.Index]; ok && v.Verdict != want {
+				if want, ok := tc.verdicts[v.Index]; !ok || v.Verdict != want {
 					t.Errorf("packet %d (%s): %v, want %v", v.Index, v.Hook, v.Verdict, want)
 				}
 				if v.Hook == HookOutput && v.Verdict != VerdictPassed {
@@ -191,6 +195,87 @@ func TestKernelReplayCounters(t *testing.T) {
 			}
 			if strings.Contains(res.Save4, ownComment) || strings.Contains(res.Save4, "*raw") {
 				t.Errorf("own rules or raw table left in Save4:\n%s", res.Save4)
+			}
+		})
+	}
+}
+
+// allVerdicts gives n packets the verdict v, except the listed ones: dropped.
+func allVerdicts(n int, v Verdict, dropped []int) map[int]Verdict {
+	m := map[int]Verdict{}
+	for i := 1; i <= n; i++ {
+		m[i] = v
+	}
+	for _, i := range dropped {
+		m[i] = VerdictDropped
+	}
+	return m
+}
+
+// TestKernelReplayFTPHelper replays the FTP capture (server 198.18.2.2
+// local) through rules that accept only port 21 SYNs, ESTABLISHED and
+// RELATED packets, with and without the FTP helper. With it, the 3 passive
+// data connections' SYNs from the client (60 B each) are RELATED in INPUT and
+// the 2 active ones from the server (60 B each) RELATED in OUTPUT, and no
+// packet reaches a DROP policy. Without it those SYNs are NEW and the data
+// connections are dropped. Either way, the per-packet verdicts (raw sockets
+// in the router, EPERM on OUTPUT sends) agree with the policy counters.
+func TestKernelReplayFTPHelper(t *testing.T) {
+	needRoot(t)
+	const rules = `*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+-A INPUT -m conntrack --ctstate RELATED -j ACCEPT
+-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+-A INPUT -p tcp -m tcp --dport 21 --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j ACCEPT
+-A OUTPUT -m conntrack --ctstate RELATED -j ACCEPT
+-A OUTPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT
+COMMIT
+`
+	const (
+		inRel  = "filter/-A INPUT -m conntrack --ctstate RELATED -j ACCEPT"
+		outRel = "filter/-A OUTPUT -m conntrack --ctstate RELATED -j ACCEPT"
+		ctlSyn = "filter/-A INPUT -p tcp -m tcp --dport 21 --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW -j ACCEPT"
+	)
+	for _, noHelper := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noHelper=%v", noHelper), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := Run(ctx, Config{
+				Rules: rules, Pcap: filepath.Join(pcapDir, "captured_ftp_pyftpdlib_passive_active.pcap"),
+				Local: []netip.Prefix{netip.MustParsePrefix("198.18.2.2/32")}, Capture: true, NoFTPHelper: noHelper,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s\n%s", res.FTPHelper, res.Save4)
+			c := Counters(res.Save4)
+			if c[ctlSyn] != (Counter{1, 60}) {
+				t.Errorf("control SYN: %v, want [1:60]", c[ctlSyn])
+			}
+			dropped := 0
+			for _, v := range res.Verdicts {
+				if v.Verdict == VerdictDropped {
+					dropped++
+				}
+				if v.Verdict == VerdictUnknown || v.Verdict == VerdictSendError {
+					t.Errorf("packet %d: %v %s", v.Index, v.Verdict, v.Err)
+				}
+			}
+			if want := c["filter/INPUT"].Packets + c["filter/OUTPUT"].Packets; uint64(dropped) != want {
+				t.Errorf("%d packets dropped per packet, %d by the policy counters", dropped, want)
+			}
+			if !noHelper {
+				for k, want := range map[string]Counter{inRel: {3, 180}, outRel: {2, 120}, "filter/INPUT": {}, "filter/OUTPUT": {}} {
+					if c[k] != want {
+						t.Errorf("%s = %v, want %v", k, c[k], want)
+					}
+				}
+				return
+			}
+			if c[inRel] != (Counter{}) || c[outRel] != (Counter{}) || c["filter/INPUT"].Packets < 3 || c["filter/OUTPUT"].Packets < 2 {
+				t.Errorf("without the helper: RELATED %v/%v, policies %v/%v", c[inRel], c[outRel], c["filter/INPUT"], c["filter/OUTPUT"])
 			}
 		})
 	}

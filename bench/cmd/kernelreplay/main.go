@@ -215,7 +215,7 @@ func printResult(w io.Writer, res *kernelreplay.Result, verbose bool) {
 	for _, v := range res.Verdicts {
 		counts[v.Verdict]++
 	}
-	fmt.Fprintf(w, "# per packet: %d passed, %d dropped, %d unknown (INPUT), %d send errors\n",
+	fmt.Fprintf(w, "# per packet: %d passed, %d dropped, %d unknown, %d send errors\n",
 		counts[kernelreplay.VerdictPassed], counts[kernelreplay.VerdictDropped], counts[kernelreplay.VerdictUnknown], counts[kernelreplay.VerdictSendError])
 	if res.Save4 != "" {
 		fmt.Fprint(w, res.Save4)
