@@ -325,11 +325,6 @@ func makePlan(cfg Config) (*plan, error) {
 // OUTPUT or FORWARD chain, waits for the counters to settle and reads them.
 // The namespaces are deleted before Run returns, also on error or panic.
 func Run(ctx context.Context, cfg Config) (res *Result, err error) {
-	for _, tool := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("kernelreplay: %s not found: %w", tool, err)
-		}
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -343,6 +338,11 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	pl, err := makePlan(cfg)
 	if err != nil {
 		return nil, err
+	}
+	for _, tool := range []string{"ip", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("kernelreplay: %s not found: %w", tool, err)
+		}
 	}
 	res = pl.res
 

@@ -305,3 +305,39 @@ func TestKernelReplaySysctlOverride(t *testing.T) {
 		t.Errorf("namespaces left behind: %v", left)
 	}
 }
+
+// TestKernelReplayKeepTiming sends at the capture's own times: the injection
+// cannot end before the capture's span has passed.
+func TestKernelReplayKeepTiming(t *testing.T) {
+	needRoot(t)
+	path := filepath.Join(pcapDir, "captured_tcp_refused_rst.pcap")
+	pkts, _, err := ReadPcap(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	span := pkts[len(pkts)-1].Time.Sub(pkts[0].Time) // 72 ms
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{Rules: testRules4, Pcap: path, KeepTiming: true, Interval: time.Hour,
+		Local: []netip.Prefix{netip.MustParsePrefix("198.18.2.2/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duration < span || res.Duration > span+30*time.Second {
+		t.Errorf("injection took %v for a %v capture", res.Duration, span)
+	}
+	if c := Counters(res.Save4)["filter/INPUT"]; c != (Counter{3, 180}) {
+		t.Errorf("INPUT policy %v, want [3:180]", c)
+	}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Run(ctx, Config{Pcap: filepath.Join(t.TempDir(), "missing.pcap")}); err == nil {
+		t.Error("missing pcap accepted")
+	}
+	_, err := Run(ctx, Config{Pcap: filepath.Join(pcapDir, "zeek_wikipedia_browse.pcap"), Rules: "*filter\n-A INPUT -s 0.0.0.0/255.0.255.0 -j DROP\nCOMMIT\n"})
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("bad netmask in rules: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,6 +88,15 @@ func TestRewriteEveryPcap(t *testing.T) {
 			for i, p := range pkts {
 				orig[i] = append([]byte(nil), p.L3...)
 				ipBefore[i], l4Before[i] = Checksums(p.L3)
+			}
+			for _, a := range CollectAddrs(pkts) {
+				if !InRange(a) {
+					// The safety check refuses such a capture before the rewrite.
+					if !slices.ContainsFunc(pkts, func(p Packet) bool { return CheckAddrs(p.L3) != nil }) {
+						t.Errorf("address %s outside the ranges, but CheckAddrs accepts every packet", a)
+					}
+					break
+				}
 			}
 			m, err := NewAddrMap(CollectAddrs(pkts), nil)
 			if err != nil {
