@@ -70,6 +70,9 @@ type CompileOptions struct {
 	// lists created by this compilation.
 	RecentListSize int
 	RecentPktList  int
+
+	// linearOnly disables the candidate index (tests compare both walks).
+	linearOnly bool
 }
 
 // Verdict is the final decision for a packet.
@@ -144,6 +147,8 @@ type Compiled struct {
 	keep    bool
 	state   *State
 	nrules  int
+	// recentHits is, while compiling, the largest --hitcount per recent list.
+	recentHits map[string]int
 }
 
 // cchain is a compiled chain.
@@ -329,6 +334,21 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 		}
 	}
 
+	c.recentHits = map[string]int{}
+	for _, ch := range t.Chains {
+		for _, r := range ch.Rules {
+			for _, m := range r.Matches {
+				if rm, ok := m.(*RecentMatch); ok {
+					name := rm.Name
+					if name == "" {
+						name = "DEFAULT"
+					}
+					c.recentHits[name] = max(c.recentHits[name], int(rm.Hitcount))
+				}
+			}
+		}
+	}
+
 	fam := t.Family
 	for ci, ch := range t.Chains {
 		cc := c.chains[ci]
@@ -346,11 +366,12 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 	if err := detectLoops(c.chains); err != nil {
 		errs = append(errs, err)
 	}
+	c.recentHits = nil
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	for _, cc := range c.chains {
-		if len(cc.rules) > linearMax {
+		if len(cc.rules) > linearMax && !opts.linearOnly {
 			cc.idx = buildIndex(cc.rules)
 		}
 	}

@@ -29,11 +29,16 @@ func (s *State) hashTable(cfg hashlimitConfig) *hashTable {
 	return t
 }
 
+// recentList returns the list name, creating it with room for size
+// addresses of pkts timestamps each.
 func (s *State) recentList(name string, size, pkts int) *recentList {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, ok := s.recent[name]
-	if !ok {
+	if !ok || l.pkts < pkts {
+		// New, or it must remember more packets per address than it can:
+		// start it anew, as reloading xt_recent with a larger
+		// ip_pkt_list_tot would.
 		l = newRecentList(name, size, pkts)
 		s.recent[name] = l
 	}

@@ -13,6 +13,7 @@ import (
 const (
 	DefaultRecentListSize = 100 // ip_list_tot
 	DefaultRecentPktList  = 20  // ip_pkt_list_tot
+	maxRecentPktList      = 255 // largest ip_pkt_list_tot the kernel allows
 )
 
 // recentEntry is one address of a recent list.
@@ -152,10 +153,21 @@ func (c *Compiled) newRecentMatcher(m *RecentMatch, opts CompileOptions) (matche
 	if name == "" {
 		name = "DEFAULT"
 	}
-	l := c.state.recentList(name, opts.RecentListSize, opts.RecentPktList)
-	if int(m.Hitcount) > l.pkts {
-		return nil, fmt.Errorf("-m recent --hitcount %d is larger than the %d packets remembered per address", m.Hitcount, l.pkts)
+	if m.Hitcount > maxRecentPktList {
+		// iptables-restore --test accepts it; the kernel refuses it when the
+		// rule is committed (hitcount >= XT_RECENT_MAX_NSTAMPS).
+		return nil, fmt.Errorf("-m recent --hitcount %d: %w: the kernel remembers at most %d packets per address", m.Hitcount, ErrUnsupported, maxRecentPktList)
 	}
+	// The kernel refuses a --hitcount above its ip_pkt_list_tot module
+	// parameter (default 20); a file using one runs on a host where it was
+	// raised, so the list remembers as many packets as the largest
+	// --hitcount that uses it needs.
+	pkts := opts.RecentPktList
+	if pkts <= 0 {
+		pkts = DefaultRecentPktList
+	}
+	pkts = max(pkts, c.recentHits[name], int(m.Hitcount))
+	l := c.state.recentList(name, opts.RecentListSize, pkts)
 	if m.Reap && m.Seconds == 0 {
 		return nil, fmt.Errorf("-m recent --reap needs --seconds")
 	}

@@ -163,9 +163,27 @@ func TestRecentBounded(t *testing.T) {
 	}
 }
 
+// TestRecentLargeHitcount: a --hitcount above the default 20 remembered
+// packets sizes the list to fit.
+func TestRecentLargeHitcount(t *testing.T) {
+	tab := mkTable(mkBuiltin("INPUT", PolicyAccept,
+		&Rule{Matches: []Match{&RecentMatch{Name: "H", Cmd: RecentCheck, Seconds: 3600, Hitcount: 42}}, Target: tgtDrop()},
+		&Rule{Matches: []Match{&RecentMatch{Name: "H", Cmd: RecentSet}}},
+	))
+	c := mustCompile(t, tab, CompileOptions{})
+	for i := 0; i < 42; i++ {
+		if got := c.Evaluate(at("198.18.0.1", time.Duration(i)*time.Second)).Verdict; got != VerdictAccept {
+			t.Fatalf("packet %d: %v", i+1, got)
+		}
+	}
+	if got := c.Evaluate(at("198.18.0.1", time.Minute)).Verdict; got != VerdictDrop {
+		t.Fatalf("43rd packet: %v, want DROP", got)
+	}
+}
+
 func TestRecentCompileErrors(t *testing.T) {
 	for _, m := range []*RecentMatch{
-		{Cmd: RecentCheck, Hitcount: 21},
+		{Cmd: RecentCheck, Hitcount: 256},
 		{Cmd: RecentCheck, Reap: true},
 		{Cmd: RecentSet, Seconds: 5},
 	} {
