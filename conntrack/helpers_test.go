@@ -82,18 +82,7 @@ func track(tab *Table, p *packet.Packet) packet.CTState {
 }
 
 // entryOf returns the entry holding k (either direction), if any.
-func entryOf(tab *Table, k Key) (Entry, bool) {
-	var found Entry
-	ok := false
-	tab.Range(func(en Entry) bool {
-		if en.Orig == k || en.Reply == k {
-			found, ok = en, true
-			return false
-		}
-		return true
-	})
-	return found, ok
-}
+func entryOf(tab *Table, k Key) (Entry, bool) { return tab.Get(k) }
 
 func tcpKey(src, dst string, sport, dport uint16) Key {
 	return Key{Family: familyOf(src), Proto: packet.ProtoTCP, Src: mustAddr(src), Dst: mustAddr(dst), SrcPort: sport, DstPort: dport}

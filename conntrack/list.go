@@ -228,3 +228,25 @@ func (t *Table) Stats() Stats {
 	}
 	return st
 }
+
+// Get returns the entry holding tuple k in either direction, like
+// `conntrack -G`. Expired entries are not returned.
+func (t *Table) Get(k Key) (Entry, bool) {
+	now := t.Now()
+	kinv, hasInv := k.Invert()
+	sh, b := t.shardOf(t.hash(&k))
+	s := &t.shards[sh]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for idx := s.buckets[b]; idx != 0; {
+		e := s.at(idx - 1)
+		idx = e.next
+		if e.key == k || (hasInv && e.key == kinv) {
+			if e.expires <= now {
+				return Entry{}, false
+			}
+			return e.snapshot(now), true
+		}
+	}
+	return Entry{}, false
+}

@@ -158,6 +158,7 @@ type Ref struct {
 const (
 	refTentative uint8 = 1 << iota
 	refMustDrop
+	refHelper // the entry has a helper that wants the accepted packet
 )
 
 // MustDrop reports whether the kernel itself would drop this packet in the
@@ -354,9 +355,13 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 		s.stats.found.Add(1)
 		gen := e.gen
+		var flags uint8
+		if e.status&stHelper != 0 {
+			flags = refHelper
+		}
 		s.mu.Unlock()
 		setState(p, ctinfo, dir)
-		return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo}
+		return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo, flags: flags}
 	}
 	return t.newFlow(s, sh, b, &k, hasInv, p, now)
 }
@@ -500,8 +505,8 @@ func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 // inserted into the table only now (__nf_conntrack_confirm); for an entry
 // with the FTP helper the helper parses the accepted packet.
 func (r Ref) Confirm(p *packet.Packet) {
-	if r.e == nil {
-		return
+	if r.e == nil || r.flags&(refTentative|refHelper) == 0 {
+		return // an existing entry without helper: nothing to do, no lock
 	}
 	t := r.t
 	s := &t.shards[r.sh]
