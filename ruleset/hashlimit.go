@@ -39,14 +39,6 @@ func hashlimitConfigOf(m *HashlimitMatch, fam packet.Family) (hashlimitConfig, e
 	if c.burst == 0 && !c.bytes {
 		c.burst = DefaultLimitBurst
 	}
-	full := 32
-	if fam == packet.IPv6 {
-		full = 128
-	}
-	if c.srcMask == 0 && c.dstMask == 0 {
-		// Neither mask given: the family's full length (iptables' default).
-		c.srcMask, c.dstMask = full, full
-	}
 	if c.srcMask < 0 || c.srcMask > 128 || c.dstMask < 0 || c.dstMask > 128 {
 		return c, fmt.Errorf("-m hashlimit: mask out of range (srcmask %d, dstmask %d)", c.srcMask, c.dstMask)
 	}

@@ -115,7 +115,7 @@ func TestHashlimitSurvivesReload(t *testing.T) {
 // TestHashlimitEvictsIdleFirst: in a full table, expired buckets go first,
 // then the least recently used.
 func TestHashlimitEvictsIdleFirst(t *testing.T) {
-	cfg, err := hashlimitConfigOf(&HashlimitMatch{Name: "x", Rate: Rate{Count: 1, Unit: PerSecond}, Burst: 1, Mode: HashSrcIP}, packet.IPv4)
+	cfg, err := hashlimitConfigOf(&HashlimitMatch{Name: "x", Rate: Rate{Count: 1, Unit: PerSecond}, Burst: 1, Mode: HashSrcIP, SrcMask: 32, DstMask: 32}, packet.IPv4)
 	if err != nil {
 		t.Fatal(err)
 	}

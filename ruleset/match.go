@@ -77,12 +77,7 @@ func (c *Compiled) compileMatch(m Match, r *Rule, fam packet.Family, opts Compil
 		}
 		return &connlimitMatcher{cc: opts.ConnCounter, limit: m.Limit, above: m.Above, mask: m.Mask, dest: m.Dest}, nil
 	case *MarkMatch:
-		mask := m.Mask
-		if mask == 0 {
-			// --mark VALUE without /MASK: the whole mark.
-			mask = 0xffffffff
-		}
-		return &markMatcher{value: m.Value, mask: mask, inv: m.Invert}, nil
+		return &markMatcher{value: m.Value, mask: m.Mask, inv: m.Invert}, nil
 	case *OwnerMatch:
 		return &ownerMatcher{m: *m}, nil
 	case *LengthMatch:

@@ -98,8 +98,9 @@ func TestMatchModules(t *testing.T) {
 		{"connlimit upto 3 (3 conns)", &ConnlimitMatch{Limit: 3, Mask: 32}, base, true},
 		{"connlimit /24 above 9", &ConnlimitMatch{Limit: 9, Above: true, Mask: 24}, base, true},
 
-		{"mark", &MarkMatch{Value: 5}, with(func(p *packet.Packet) { p.Mark = 5 }), true},
-		{"mark other", &MarkMatch{Value: 5}, with(func(p *packet.Packet) { p.Mark = 4 }), false},
+		{"mark", &MarkMatch{Value: 5, Mask: 0xffffffff}, with(func(p *packet.Packet) { p.Mark = 5 }), true},
+		{"mark other", &MarkMatch{Value: 5, Mask: 0xffffffff}, with(func(p *packet.Packet) { p.Mark = 4 }), false},
+		{"mark 0/0 matches all", &MarkMatch{}, with(func(p *packet.Packet) { p.Mark = 4 }), true},
 		{"mark masked", &MarkMatch{Value: 1, Mask: 1}, with(func(p *packet.Packet) { p.Mark = 0xff }), true},
 		{"! mark", &MarkMatch{Value: 5, Mask: 0xffffffff, Invert: true}, with(func(p *packet.Packet) { p.Mark = 5 }), false},
 
