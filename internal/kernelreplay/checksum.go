@@ -12,6 +12,7 @@ const (
 	CsumInvalid                  // does not verify
 )
 
+// String returns "valid", "invalid" or "n/a".
 func (s CsumState) String() string {
 	switch s {
 	case CsumValid:

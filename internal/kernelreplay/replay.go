@@ -31,6 +31,7 @@ const (
 	HookForward
 )
 
+// String returns the name.
 func (h Hook) String() string {
 	switch h {
 	case HookInput:
@@ -125,6 +126,12 @@ type Config struct {
 	// NoFTPHelper leaves out the raw-table CT --helper ftp rules for TCP
 	// port 21 that the replay adds by default.
 	NoFTPHelper bool
+	// OneIngress injects every FORWARD packet from the injector side, so that
+	// all replayed packets arrive on eth0 as in `filterd replay` (one
+	// --in-iface); replies then leave by eth0 again. By default a FORWARD
+	// packet comes from the side of its source address: the flow's initiator
+	// on eth0 (injector), its peer on eth1 (sink).
+	OneIngress bool
 	// DrainTimeout bounds the wait for the counters to settle; default 5 s.
 	DrainTimeout time.Duration
 	// Logger gets progress at Debug level; nil: slog.Default().
@@ -142,6 +149,7 @@ const (
 	VerdictSendError                // the injector could not send it
 )
 
+// String returns the name.
 func (v Verdict) String() string {
 	return [...]string{"unknown", "passed", "dropped", "send-error"}[v]
 }
@@ -307,7 +315,7 @@ func makePlan(cfg Config) (*plan, error) {
 			pl.res.TTLExpired = append(pl.res.TTLExpired, p.Index)
 		}
 		pl.hooks = append(pl.hooks, hook)
-		pl.fromS = append(pl.fromS, hook == HookForward && side[src])
+		pl.fromS = append(pl.fromS, hook == HookForward && side[src] && !cfg.OneIngress)
 	}
 	for a, s := range side {
 		if s {

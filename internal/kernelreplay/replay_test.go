@@ -341,3 +341,35 @@ func TestRunRefusesBadInput(t *testing.T) {
 		t.Errorf("bad netmask in rules: %v", err)
 	}
 }
+
+// TestKernelReplayIngress: by default the IPv6 RST reply of the refused
+// capture (FORWARD) comes in from the sink side (eth1); with OneIngress both
+// FORWARD packets arrive on eth0.
+func TestKernelReplayIngress(t *testing.T) {
+	needRoot(t)
+	const rules6 = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -i eth0 -o eth1
+-A FORWARD -i eth1 -o eth0
+-A FORWARD -i eth0 -o eth0
+COMMIT
+`
+	for _, tc := range []struct {
+		one  bool
+		want [3]uint64
+	}{{false, [3]uint64{1, 1, 0}}, {true, [3]uint64{1, 0, 1}}} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		res, err := Run(ctx, Config{Rules6: rules6, Pcap: filepath.Join(pcapDir, "captured_tcp_refused_rst.pcap"), OneIngress: tc.one})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := Counters(res.Save6)
+		got := [3]uint64{c["filter/-A FORWARD -i eth0 -o eth1"].Packets, c["filter/-A FORWARD -i eth1 -o eth0"].Packets, c["filter/-A FORWARD -i eth0 -o eth0"].Packets}
+		if got != tc.want {
+			t.Errorf("OneIngress=%v: eth0>eth1, eth1>eth0, eth0>eth0 = %v, want %v\n%s", tc.one, got, tc.want, res.Save6)
+		}
+	}
+}

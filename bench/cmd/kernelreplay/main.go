@@ -57,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", time.Millisecond, "time between two packets")
 	timing := fs.Bool("timing", false, "send at the capture's own times (for limit/hashlimit rules)")
 	capture := fs.Bool("capture", true, "capture which OUTPUT/FORWARD packets leave the router")
+	oneIngress := fs.Bool("one-ingress", false, "inject every FORWARD packet on eth0, as filterd replay's single --in-iface does")
 	noFTP := fs.Bool("no-ftp-helper", false, "do not assign the FTP conntrack helper to tcp port 21")
 	drain := fs.Duration("drain", 5*time.Second, "longest wait for the counters to settle")
 	writeRW := fs.String("write-rewritten", "", "write the rewritten capture (raw IP pcap) here, and the rewritten rules next to it (.rules, .rules6)")
@@ -144,7 +145,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	res, err := kernelreplay.Run(ctx, kernelreplay.Config{
 		Rules: rules, Rules6: rules6, Pcap: pcap, Local: locals,
 		Interval: *interval, KeepTiming: *timing, Capture: *capture,
-		Sysctls: sysctls, NoFTPHelper: *noFTP, DrainTimeout: *drain,
+		Sysctls: sysctls, NoFTPHelper: *noFTP, OneIngress: *oneIngress, DrainTimeout: *drain,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
