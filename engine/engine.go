@@ -1,0 +1,307 @@
+package engine
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/filterd/filterd/conntrack"
+	"github.com/filterd/filterd/packet"
+	"github.com/filterd/filterd/ruleset"
+)
+
+// Rules are the compiled rule tables the engine applies: iptables' IPv4
+// table and ip6tables' IPv6 table. A nil table lets that family pass
+// unfiltered (still tracked and counted).
+type Rules struct {
+	V4, V6 *ruleset.Compiled
+}
+
+func (r *Rules) forFamily(f packet.Family) *ruleset.Compiled {
+	if f == packet.IPv6 {
+		return r.V6
+	}
+	return r.V4
+}
+
+// Config configures an Engine.
+type Config struct {
+	Rules     Rules
+	Conntrack *conntrack.Table
+	// Local holds the protected host's addresses (as prefixes: a /32 or /128
+	// for a single address). When it is non-empty the engine picks each
+	// packet's hook itself, as the kernel's routing would: to a local address
+	// INPUT, from one OUTPUT, both (loopback) OUTPUT then INPUT, else FORWARD.
+	// When it is empty the hook and interfaces come with the packet (NFQUEUE).
+	Local []netip.Prefix
+	// InIface is the interface packets arrive on when the engine picks the
+	// hook (default "eth0"), and the one OUTPUT packets leave by.
+	InIface string
+	// FwdOutIface is the interface forwarded packets leave by (default "eth1").
+	FwdOutIface string
+	// SweepEvery is how many packets a worker handles between incremental
+	// conntrack sweeps (default 64); SweepBudget how many entries a sweep
+	// examines (default 64).
+	SweepEvery  int
+	SweepBudget int
+	// Logger receives operational messages (not LOG target lines).
+	Logger *slog.Logger
+}
+
+// Engine is filterd's packet pipeline: decode → track → match → verdict. It
+// is safe for concurrent use through one Worker per goroutine; the rule
+// tables can be swapped atomically while workers run.
+type Engine struct {
+	cfg   Config
+	rules atomic.Pointer[Rules]
+}
+
+// New returns an engine. cfg.Conntrack is required.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Conntrack == nil {
+		return nil, errors.New("engine: a conntrack table is required")
+	}
+	if cfg.InIface == "" {
+		cfg.InIface = "eth0"
+	}
+	if cfg.FwdOutIface == "" {
+		cfg.FwdOutIface = "eth1"
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 64
+	}
+	if cfg.SweepBudget <= 0 {
+		cfg.SweepBudget = 64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{cfg: cfg}
+	r := cfg.Rules
+	e.rules.Store(&r)
+	return e, nil
+}
+
+// SetRules atomically replaces the rule tables. Packets being evaluated
+// finish with the tables they started with.
+func (e *Engine) SetRules(r Rules) { e.rules.Store(&r) }
+
+// Rules returns the rule tables in force.
+func (e *Engine) Rules() Rules { return *e.rules.Load() }
+
+// Conntrack returns the engine's connection tracking table.
+func (e *Engine) Conntrack() *conntrack.Table { return e.cfg.Conntrack }
+
+// isLocal reports whether a belongs to the protected host.
+func (e *Engine) isLocal(a netip.Addr) bool {
+	for _, p := range e.cfg.Local {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Action is what happens to a packet.
+type Action uint8
+
+// Actions.
+const (
+	// Accept lets the packet pass.
+	Accept Action = iota
+	// Drop discards it.
+	Drop
+	// Reject discards it and answers with Verdict.RejectWith.
+	Reject
+	// Held means the packet is a fragment kept for reassembly; the
+	// reassembled datagram gets the verdict when it is complete.
+	Held
+)
+
+var actionNames = [...]string{"ACCEPT", "DROP", "REJECT", "HELD"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return "ACTION?"
+}
+
+// Reason says why a packet got its action, beyond the rules.
+type Reason uint8
+
+// Reasons.
+const (
+	ReasonRules     Reason = iota // a rule or chain policy decided
+	ReasonMalformed               // the IP header was unusable: the kernel's IP layer drops it before netfilter
+	ReasonTableFull               // conntrack table full and nothing evictable (the kernel drops it)
+	ReasonFragment                // fragment held or dropped by reassembly
+)
+
+// Verdict is the engine's decision for one packet.
+type Verdict struct {
+	Action     Action
+	Reason     Reason
+	RejectWith ruleset.RejectWith
+	// Hook is the hook whose chain decided (the last one, for loopback).
+	Hook packet.Hook
+	// Result is the rule evaluation's outcome when Reason is ReasonRules and
+	// the family has rules; Result.Chain is nil when the family passed
+	// unfiltered.
+	Result ruleset.Result
+	// Len is the packet's L3 length (of the reassembled datagram for
+	// fragments), as the kernel's byte counters count it.
+	Len int
+}
+
+// Worker processes packets for one goroutine. It owns the decoder, the
+// packet view and the reassembly state; it allocates nothing per packet.
+type Worker struct {
+	e      *Engine
+	dec    *Decoder
+	defrag *Defrag
+	pkt    packet.Packet
+	n      int
+}
+
+// NewWorker returns a worker bound to e.
+func (e *Engine) NewWorker() *Worker {
+	w := &Worker{e: e, dec: NewDecoder(), defrag: NewDefrag(DefragConfig{})}
+	w.pkt.ExtHeaders = make([]uint8, 0, maxExtHeaders)
+	w.pkt.Reset()
+	return w
+}
+
+// Packet returns the decoded view of the packet last processed (valid until
+// the next call to Process).
+func (w *Worker) Packet() *packet.Packet { return &w.pkt }
+
+// Process runs one packet (raw L3 bytes, IPv4 or IPv6) through the pipeline
+// and returns its verdict. meta.Time is the clock for conntrack timeouts and
+// rate limits. data is only read, and only during the call.
+func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
+	p := &w.pkt
+	p.Reset()
+	p.Meta = meta
+	err := w.dec.Decode(data, p)
+	if err != nil && isL3Error(err) {
+		return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(data)}
+	}
+	if p.MoreFrags || p.FragOffset != 0 {
+		res := w.defrag.Add(p)
+		switch res.Verdict {
+		case FragQueued:
+			return Verdict{Action: Held, Reason: ReasonFragment, Len: len(data)}
+		case FragDropped:
+			return Verdict{Action: Drop, Reason: ReasonFragment, Len: len(data)}
+		case FragReassembled:
+			p.Reset()
+			p.Meta = meta
+			if err = w.dec.Decode(res.Datagram, p); err != nil && isL3Error(err) {
+				return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(res.Datagram)}
+			}
+		}
+	}
+	if err != nil {
+		// The IP header was usable but the transport header was not: the
+		// kernel's conntrack calls such a packet INVALID; the rules still see it.
+		p.Truncated = true
+	}
+	w.n++
+	if w.n%w.e.cfg.SweepEvery == 0 {
+		w.e.cfg.Conntrack.Sweep(meta.Time, w.e.cfg.SweepBudget)
+	}
+	return w.decide(p)
+}
+
+// decide tracks and matches a decoded packet.
+func (w *Worker) decide(p *packet.Packet) Verdict {
+	e := w.e
+	hooks := [2]packet.Hook{p.Hook, packet.NumHooks}
+	if len(e.cfg.Local) > 0 {
+		srcLocal, dstLocal := e.isLocal(p.Src), e.isLocal(p.Dst)
+		switch {
+		case srcLocal && dstLocal:
+			hooks = [2]packet.Hook{packet.HookOutput, packet.HookInput}
+			p.Local = true
+		case dstLocal:
+			hooks[0] = packet.HookInput
+		case srcLocal:
+			hooks[0] = packet.HookOutput
+			p.Local = true
+		default:
+			hooks[0] = packet.HookForward
+		}
+	}
+	ref := e.cfg.Conntrack.Track(p)
+	v := Verdict{Len: p.Length, Hook: hooks[0]}
+	if ref.MustDrop() {
+		v.Action, v.Reason = Drop, ReasonTableFull
+		ref.Drop()
+		return v
+	}
+	rules := e.rules.Load().forFamily(p.Family)
+	for _, h := range hooks {
+		if h == packet.NumHooks {
+			break
+		}
+		if len(e.cfg.Local) > 0 {
+			e.setIfaces(p, h, hooks[1] != packet.NumHooks)
+		}
+		p.Hook = h
+		v.Hook = h
+		if rules == nil {
+			continue
+		}
+		v.Result = rules.Evaluate(p)
+		if v.Result.Verdict != ruleset.VerdictAccept {
+			break
+		}
+	}
+	switch v.Result.Verdict {
+	case ruleset.VerdictAccept:
+		v.Action = Accept
+		ref.Confirm(p)
+	case ruleset.VerdictReject:
+		v.Action = Reject
+		v.RejectWith = v.Result.RejectWith
+		ref.Drop()
+	default:
+		v.Action = Drop
+		ref.Drop()
+	}
+	return v
+}
+
+// setIfaces fills the interfaces a packet has at hook h when the engine picks
+// hooks itself.
+func (e *Engine) setIfaces(p *packet.Packet, h packet.Hook, loopback bool) {
+	switch {
+	case loopback && h == packet.HookOutput:
+		p.InIface, p.OutIface = "", "lo"
+	case loopback:
+		p.InIface, p.OutIface = "lo", ""
+	case h == packet.HookInput:
+		p.InIface, p.OutIface = e.cfg.InIface, ""
+	case h == packet.HookOutput:
+		p.InIface, p.OutIface = "", e.cfg.InIface
+	default:
+		p.InIface, p.OutIface = e.cfg.InIface, e.cfg.FwdOutIface
+	}
+}
+
+// isL3Error reports whether a decode error is in the IP header itself: the
+// kernel's IP layer (ip_rcv, ipv6_rcv) drops such packets before netfilter's
+// hooks, so they reach neither conntrack nor the rules.
+func isL3Error(err error) bool {
+	var de *DecodeError
+	if !errors.As(err, &de) {
+		return true
+	}
+	switch de.Layer {
+	case "ip", "ipv4", "ipv6":
+		return true
+	}
+	return false
+}
