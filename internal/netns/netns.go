@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -282,4 +283,40 @@ func RequireRoot() error {
 		return fmt.Errorf("netns: iproute2 `ip` not found: %w", err)
 	}
 	return nil
+}
+
+// RemoveStale deletes namespaces named by UniqueName(prefix) whose creating
+// process no longer exists (left behind by a process that was killed before
+// its cleanup ran). Namespaces of live processes are left alone; no process
+// is signalled. It returns the names it deleted.
+func RemoveStale(ctx context.Context, prefix string) ([]string, error) {
+	names, err := List()
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, prefix+"-")
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // owner alive
+		}
+		if err := (&NS{Name: n}).Delete(ctx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, n)
+	}
+	return removed, errors.Join(errs...)
 }

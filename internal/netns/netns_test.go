@@ -75,3 +75,31 @@ func TestGroupVethDoAndCleanup(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+func TestRemoveStale(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// PID 4194305 is above the kernel's PID_MAX_LIMIT: never alive.
+	dead := &NS{Name: "fdst-4194305-abcdef"}
+	if _, err := run(ctx, nil, "ip", "netns", "add", dead.Name); err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Delete(context.Background())
+	g := NewGroup()
+	defer g.Close()
+	live, err := g.New(ctx, "fdst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed, err := RemoveStale(ctx, "fdst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0] != dead.Name || Exists(dead.Name) {
+		t.Errorf("removed %v; %s exists: %v", removed, dead.Name, Exists(dead.Name))
+	}
+	if !Exists(live.Name) {
+		t.Errorf("live namespace %s removed", live.Name)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/filterd/filterd/internal/kernelreplay"
+	"github.com/filterd/filterd/internal/netns"
 )
 
 func main() {
@@ -136,6 +137,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+	}
+	// Namespaces left behind by an earlier run that was killed (SIGKILL
+	// skips every cleanup): delete those whose process is gone.
+	for _, pfx := range []string{"fdkr-c", "fdkr-r", "fdkr-s"} {
+		removed, err := netns.RemoveStale(ctx, pfx)
+		if len(removed) > 0 {
+			fmt.Fprintf(stderr, "kernelreplay: removed stale namespaces %v\n", removed)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "kernelreplay:", err)
 		}
 	}
 	level := slog.LevelInfo
