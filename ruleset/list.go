@@ -81,7 +81,7 @@ func listChain(b *strings.Builder, t *Table, c *Chain, opts ListOptions) {
 	}
 	fmt.Fprintf(b, "%-9s  prot opt", "target")
 	if opts.Verbose {
-		fmt.Fprintf(b, " %-6s %-6s", "in", "out")
+		fmt.Fprintf(b, " %-6s %-6s ", "in", "out")
 	}
 	fmt.Fprintf(b, " %-19s  %-19s \n", "source", "destination")
 	for _, r := range c.Rules {
