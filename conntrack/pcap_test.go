@@ -264,3 +264,99 @@ func TestPcapStrayACKLoose(t *testing.T) {
 		}
 	}
 }
+
+func TestPcapICMPErrorsRelated(t *testing.T) {
+	tab := New(Config{HashSeed: 27})
+	frames, got := replay(t, tab, "captured_icmp_ping_ttl_exceeded_host_unreach.pcap")
+	errs := 0
+	for _, f := range frames {
+		isErr := (f.p.Proto == packet.ProtoICMP && icmpIsError(f.p.ICMPType)) ||
+			(f.p.Proto == packet.ProtoICMPv6 && f.p.ICMPType < 128)
+		nd := f.p.Proto == packet.ProtoICMPv6 && f.p.ICMPType >= 133 && f.p.ICMPType <= 136
+		switch {
+		case isErr:
+			errs++
+			// Time exceeded / unreachable quoting our ping or UDP probe,
+			// from the router or the server: RELATED, reply direction.
+			if got[f.n] != packet.CTRelated || f.p.CTDir != packet.DirReply {
+				t.Errorf("frame %d (type %d): %s dir %d, want RELATED reply", f.n, f.p.ICMPType, got[f.n], f.p.CTDir)
+			}
+		case nd:
+			if got[f.n] != packet.CTUntracked {
+				t.Errorf("frame %d ND: %s", f.n, got[f.n])
+			}
+		case got[f.n] == packet.CTInvalid:
+			t.Errorf("frame %d: INVALID", f.n)
+		}
+	}
+	if errs < 10 {
+		t.Fatalf("only %d ICMP errors", errs)
+	}
+}
+
+func TestPcapHalfCloseKeepaliveAbort(t *testing.T) {
+	tab := New(Config{HashSeed: 28})
+	frames, got := replay(t, tab, "captured_tcp_halfclose_keepalive_abort.pcapng")
+	for _, f := range frames {
+		want := packet.CTEstablished
+		if f.p.TCPFlags == packet.TCPSyn {
+			want = packet.CTNew
+		}
+		if got[f.n] != want {
+			t.Errorf("frame %d flags %#x: %s, want %s", f.n, f.p.TCPFlags, got[f.n], want)
+		}
+	}
+	// Half-close ends in TIME_WAIT; the keepalive session's late RST and
+	// the abortive close (RST,ACK) leave CLOSE entries.
+	if c := tab.Counts(); c["tcp TIME_WAIT"] != 1 || c["tcp CLOSE"] != 2 {
+		t.Errorf("counts %v", c)
+	}
+}
+
+// TestPcapSynFloodBurst replays the captured burst (600 SYNs from 200
+// spoofed sources, SYN-ACKs, ICMP host unreachable, then one real HTTP
+// connection) into a 64-entry table: the spoofed half-open entries are
+// early-dropped to make room and the real connection works.
+func TestPcapSynFloodBurst(t *testing.T) {
+	tab := New(Config{HashSeed: 29, Max: 64, Shards: 1})
+	frames, got := replay(t, tab, "captured_synflood_burst_200_spoofed_sources.pcap")
+	legit := mustAddr("198.18.1.2")
+	n := 0
+	for _, f := range frames {
+		if f.p.Src != legit && f.p.Dst != legit {
+			continue
+		}
+		n++
+		want := packet.CTEstablished
+		if f.p.TCPFlags == packet.TCPSyn {
+			want = packet.CTNew
+		}
+		if got[f.n] != want {
+			t.Errorf("real connection frame %d: %s, want %s", f.n, got[f.n], want)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("real connection has %d frames", n)
+	}
+	st := tab.Stats()
+	if st.Entries > 64 || st.EarlyDrop == 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestPcapLoopbackOffload: the BSD loopback capture carries checksums never
+// computed (offload). With nf_conntrack_checksum=0 the mid-stream pickup and
+// the later handshake track cleanly.
+func TestPcapLoopbackOffload(t *testing.T) {
+	tab := New(Config{HashSeed: 30, Checksum: Off})
+	frames, got := replay(t, tab, "gopacket_loopback_null_ipv6_http.pcap")
+	for i, f := range frames {
+		want := packet.CTEstablished
+		if i == 0 || f.p.TCPFlags == packet.TCPSyn {
+			want = packet.CTNew // loose pickup of a GET, then a real SYN
+		}
+		if got[f.n] != want {
+			t.Errorf("frame %d: %s, want %s", f.n, got[f.n], want)
+		}
+	}
+}
