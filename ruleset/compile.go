@@ -25,11 +25,17 @@ type CompileError struct {
 	Err error
 }
 
+// Error formats the error as the parser's diagnostics are formatted:
+// "file:line:col: error: msg" (or "unsupported: msg").
 func (e *CompileError) Error() string {
-	if e.Pos.Line > 0 || e.Pos.File != "" {
-		return e.Pos.String() + ": " + e.Msg
+	sev := "error"
+	if e.Err != nil {
+		sev = "unsupported"
 	}
-	return e.Msg
+	if e.Pos.Line > 0 || e.Pos.File != "" {
+		return e.Pos.String() + ": " + sev + ": " + e.Msg
+	}
+	return sev + ": " + e.Msg
 }
 
 // Unwrap returns ErrUnsupported for unsupported options.
@@ -376,6 +382,21 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 		}
 	}
 	return c, nil
+}
+
+// OnlyUnsupported reports whether err (as returned by Compile) consists only
+// of errors for valid options filterd cannot enforce (exit status 3 rather
+// than 2).
+func OnlyUnsupported(err error) bool {
+	if err == nil {
+		return false
+	}
+	for _, e := range flatten(err) {
+		if !errors.Is(e, ErrUnsupported) {
+			return false
+		}
+	}
+	return true
 }
 
 func flatten(err error) []error {

@@ -190,20 +190,20 @@ func TestCompileErrors(t *testing.T) {
 		unsup bool
 	}{
 		{"unknown chain", mkTable(mkBuiltin("INPUT", PolicyAccept, &Rule{Pos: at(3), Target: tgtJump("NOPE")})),
-			[]string{`r.rules:3:1: rule jumps to unknown chain "NOPE"`}, false},
+			[]string{`r.rules:3:1: error: rule jumps to unknown chain "NOPE"`}, false},
 		{"jump to built-in", mkTable(mkBuiltin("INPUT", PolicyAccept, &Rule{Pos: at(4), Target: tgtJump("OUTPUT")}), mkBuiltin("OUTPUT", PolicyAccept)),
 			[]string{`built-in chain "OUTPUT"`}, false},
 		{"loop", mkTable(mkBuiltin("INPUT", PolicyAccept, &Rule{Target: tgtJump("A")}),
 			mkUser("A", &Rule{Target: tgtJump("B")}), mkUser("B", &Rule{Pos: at(9), Target: tgtGoto("A")})),
-			[]string{"r.rules:9:1: jump loop: A -> B -> A"}, false},
+			[]string{"r.rules:9:1: error: jump loop: A -> B -> A"}, false},
 		{"self loop", mkTable(mkUser("A", &Rule{Pos: at(2), Target: tgtJump("A")})), []string{"jump loop: A -> A"}, false},
 		{"connlimit without counter", mkTable(mkBuiltin("INPUT", PolicyAccept, &Rule{Pos: at(5), Matches: []Match{&ConnlimitMatch{Limit: 3, Above: true}}})),
-			[]string{"r.rules:5:1: -m connlimit"}, true},
+			[]string{"r.rules:5:1: unsupported: -m connlimit"}, true},
 		{"ctstatus", mkTable(mkBuiltin("INPUT", PolicyAccept, &Rule{Pos: at(6), Matches: []Match{&ConntrackMatch{HasStatus: true, Status: CTStatusAssured}}})),
 			[]string{"--ctstatus"}, true},
 		{"all errors at once", mkTable(mkBuiltin("INPUT", PolicyAccept,
 			&Rule{Pos: at(1), Target: tgtJump("X")}, &Rule{Pos: at(2), Target: tgtJump("Y")})),
-			[]string{`r.rules:1:1: rule jumps to unknown chain "X"`, `r.rules:2:1: rule jumps to unknown chain "Y"`}, false},
+			[]string{`r.rules:1:1: error: rule jumps to unknown chain "X"`, `r.rules:2:1: error: rule jumps to unknown chain "Y"`}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

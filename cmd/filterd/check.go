@@ -145,9 +145,38 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "%s: %d unsupported match(es)/target(s)/option(s): filterd cannot enforce this file yet\n", fs.Arg(0), ds.Count(ruleset.SevUnsupported))
 		return code
 	}
+	if code := compileCheck(f, stderr); code != exitOK {
+		return code
+	}
 	fmt.Fprint(stdout, Summary(f))
 	return exitOK
 }
+
+// compileCheck compiles the filter table as the engine will, and reports
+// compile errors (exit 3 when all are unsupported options). check knows
+// neither the host's addresses nor a conntrack table: stand-ins let
+// addrtype LOCAL and connlimit rules compile.
+func compileCheck(f *ruleset.File, stderr io.Writer) int {
+	if f.Filter == nil {
+		return exitOK
+	}
+	_, err := ruleset.Compile(f.Filter, ruleset.CompileOptions{
+		LocalAddr:   func(netip.Addr) bool { return false },
+		ConnCounter: noConns{},
+	})
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, err)
+	if ruleset.OnlyUnsupported(err) {
+		return exitUnsupported
+	}
+	return exitBadInput
+}
+
+type noConns struct{}
+
+func (noConns) ConnCount(*packet.Packet, netip.Prefix, bool) int { return 0 }
 
 // Summary is check's "ok" report: chains with policies and rule counts, and
 // skipped tables.
