@@ -104,6 +104,10 @@ type Table struct {
 	sweepMu     sync.Mutex
 	sweepShard  int
 	sweepBucket int
+	// gcEarlyDrop is conntrack_gc_work.early_drop: set when a new flow was
+	// refused because the table was full; the sweep then also evicts
+	// entries that gc_worker_can_early_drop while above 95% of Max.
+	gcEarlyDrop atomic.Bool
 }
 
 // New returns an empty table configured by cfg.
@@ -378,6 +382,7 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 	}
 	if t.count.Add(1) > t.cfg.max {
 		if !t.earlyDrop(s, b, now) {
+			t.gcEarlyDrop.Store(true)
 			t.count.Add(-1)
 			s.stats.drop.Add(1)
 			s.stats.invalid.Add(1)
@@ -570,6 +575,10 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 	removed, visited := 0, 0
 	total := len(t.shards) * len(t.shards[0].buckets)
 	steps := 0
+	max95 := int64(-1)
+	if t.gcEarlyDrop.Load() {
+		max95 = t.cfg.max / 100 * 95
+	}
 	for visited < budget && steps < total {
 		s := &t.shards[t.sweepShard]
 		s.mu.Lock()
@@ -578,9 +587,14 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 				e := s.at(idx - 1)
 				idx = e.next
 				visited++
-				if e.expires <= n {
+				switch {
+				case e.expires <= n:
 					t.remove(s, e)
 					s.stats.expired.Add(1)
+					removed++
+				case max95 >= 0 && t.count.Load() > max95 && e.gcCanEarlyDrop():
+					t.remove(s, e)
+					s.stats.earlyDrop.Add(1)
 					removed++
 				}
 			}
@@ -592,9 +606,23 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 		if t.sweepBucket >= len(s.buckets) {
 			t.sweepBucket = 0
 			t.sweepShard = (t.sweepShard + 1) % len(t.shards)
+			if t.sweepShard == 0 && max95 >= 0 {
+				// A full pass is done (gc_worker clears early_drop).
+				t.gcEarlyDrop.Store(false)
+				max95 = -1
+			}
 		}
 	}
 	return removed
+}
+
+// gcCanEarlyDrop is gc_worker_can_early_drop: not assured, or a TCP
+// connection that is closing (tcp_can_early_drop).
+func (e *entry) gcCanEarlyDrop() bool {
+	if e.status&stAssured == 0 {
+		return true
+	}
+	return e.key.Proto == packet.ProtoTCP && tcpCanEarlyDrop(e.tcp.state)
 }
 
 // protoPacket runs the protocol tracker on e (nf_conntrack_handle_packet).

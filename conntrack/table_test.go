@@ -131,6 +131,45 @@ func TestTableFullEarlyDrop(t *testing.T) {
 	}
 }
 
+// TestSweepEvictsClosingWhenFull: after a refusal, the sweep evicts closing
+// (TIME_WAIT) entries while the table is above 95% (gc_worker early_drop).
+func TestSweepEvictsClosingWhenFull(t *testing.T) {
+	const max = 100
+	tab := New(Config{Max: max, Shards: 1, HashSeed: 14})
+	for i := 0; i < max; i++ {
+		c := newTConn(t, tab)
+		c.port[0] = uint16(20000 + i)
+		c.send(0, fS, 0)
+		c.send(1, fSA, 0)
+		c.send(0, fA, 0)
+		if i%2 == 0 { // close half of them: TIME_WAIT, assured
+			c.send(0, fFA, 0)
+			c.send(1, fFA, 0)
+			c.send(0, fA, 0)
+		}
+	}
+	p := synFrom(1, time.Second)
+	if r := tab.Track(p); !r.MustDrop() {
+		t.Fatalf("table of assured entries accepted a new flow")
+	}
+	tab.Sweep(t0.Add(time.Second), 1<<20)
+	if n := tab.Len(); n != max*95/100 {
+		t.Fatalf("after sweep %d entries, want %d", n, max*95/100)
+	}
+	if c := tab.Counts(); c["tcp ESTABLISHED"] != max/2 {
+		t.Fatalf("established entries evicted: %v", c)
+	}
+	p = synFrom(1, time.Second)
+	if st := track(tab, p); st != packet.CTNew {
+		t.Fatalf("new flow after sweep: %s", st)
+	}
+	// The flag is cleared after the pass: no more eviction at 96%.
+	tab.Sweep(t0.Add(time.Second), 1<<20)
+	if n := tab.Len(); n != max*95/100+1 {
+		t.Fatalf("second sweep evicted: %d", n)
+	}
+}
+
 func TestSweepAndLazyExpiry(t *testing.T) {
 	tab := New(Config{HashSeed: 12, Shards: 4})
 	for i := 0; i < 1000; i++ {
