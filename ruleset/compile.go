@@ -283,7 +283,7 @@ func (c *Compiled) NumRules() int { return c.nrules }
 
 // linearMax is the rule count up to which a chain is scanned linearly;
 // longer chains get a candidate index.
-const linearMax = 16
+const linearMax = 8
 
 // Compile turns a parsed table into an immutable compiled table. All errors
 // are returned at once (errors.Join of *CompileError); errors for valid but

@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 
@@ -11,19 +12,20 @@ import (
 //
 // Every rule of an indexed chain is filed under exactly one key that is a
 // necessary condition for the rule to match: its source prefix, its
-// destination prefix, its protocol + destination port, its protocol, or
-// nothing (the wildcard list). For a packet, the lists under the keys the
+// destination prefix, its protocol + destination port range(s), its
+// protocol, or nothing (the wildcard list). Prefixes and port ranges are cut
+// into elementary intervals (binary search, one lookup whatever the prefix
+// lengths). For a packet, the lists under the keys the
 // packet satisfies are merged in rule order; every rule left out fails its
 // key's condition and so cannot match. The chain walk therefore sees exactly
 // the rules plain first-match evaluation would see match, in the same order,
 // and stateful matches run for exactly the same packets.
 
 const (
-	maxAddrGroups = 6                   // prefix lengths indexed per family and direction
-	maxCursors    = 2*maxAddrGroups + 3 // src + dst groups of one family, port, proto, wildcard
-	maxPortSpan   = 64                  // elementary port intervals a rule may be copied into
-	longV4        = 16                  // prefixes at least this long are preferred keys
-	longV6        = 48
+	maxCursors = 5  // src, dst, port, proto, wildcard
+	maxSpan    = 64 // elementary intervals a rule may be copied into
+	longV4     = 16 // prefixes at least this long are preferred keys
+	longV6     = 48
 )
 
 // candidates merges sorted rule-index lists.
@@ -71,62 +73,211 @@ func (c *candidates) next() (int32, bool) {
 	return bv, true
 }
 
-type addrGroup struct {
-	bits int
-	m    map[netip.Addr][]int32
+// u128 is an IPv6 address as a number.
+type u128 struct{ hi, lo uint64 }
+
+func (a u128) less(b u128) bool { return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo }
+
+func (a u128) next() (u128, bool) {
+	if a.lo != ^uint64(0) {
+		return u128{a.hi, a.lo + 1}, true
+	}
+	if a.hi != ^uint64(0) {
+		return u128{a.hi + 1, 0}, true
+	}
+	return a, false
 }
 
-type portIndex struct {
-	bounds []uint16 // start port of each elementary interval; bounds[0] == 0
+func addr128(a netip.Addr) u128 {
+	b := a.As16()
+	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+func addr32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// ivIndex maps elementary intervals of a key space (ports, IPv4 addresses,
+// IPv6 addresses) to the sorted rule lists whose key range covers them.
+// bounds[k] is the first key of interval k (bounds[0] is the smallest key);
+// the lists are stored flat: rules of interval k are flat[start[k]:start[k+1]].
+type ivIndex[K any] struct {
+	bounds []K
+	start  []int32
+	flat   []int32
+	less   func(a, b K) bool
+}
+
+// interval returns k with bounds[k] <= key < bounds[k+1].
+func (x *ivIndex[K]) interval(key K) int {
+	lo, hi := 0, len(x.bounds)
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if x.less(key, x.bounds[mid]) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return lo
+}
+
+// keyRange is a rule's inclusive key range.
+type keyRange[K any] struct{ lo, hi K }
+
+// ivBuilder collects ranges and builds an ivIndex.
+type ivBuilder[K any] struct {
+	less   func(a, b K) bool
+	next   func(K) (K, bool)
+	zero   K
+	bounds []K
+	idx    *ivIndex[K]
 	lists  [][]int32
 }
 
-func (pi *portIndex) lookup(port uint16) []int32 {
-	b := pi.bounds
-	lo, hi := 0, len(b) // invariant: b[lo] <= port, answer in [lo, hi)
-	for hi-lo > 1 {
-		mid := int(uint(lo+hi) >> 1)
-		if b[mid] <= port {
-			lo = mid
-		} else {
-			hi = mid
+func (b *ivBuilder[K]) addBounds(r keyRange[K]) {
+	b.bounds = append(b.bounds, r.lo)
+	if n, ok := b.next(r.hi); ok {
+		b.bounds = append(b.bounds, n)
+	}
+}
+
+func (b *ivBuilder[K]) freeze() {
+	b.bounds = append(b.bounds, b.zero)
+	slices.SortFunc(b.bounds, func(x, y K) int {
+		switch {
+		case b.less(x, y):
+			return -1
+		case b.less(y, x):
+			return 1
+		}
+		return 0
+	})
+	b.bounds = slices.CompactFunc(b.bounds, func(x, y K) bool { return !b.less(x, y) && !b.less(y, x) })
+	b.idx = &ivIndex[K]{bounds: b.bounds, less: b.less}
+	b.lists = make([][]int32, len(b.bounds))
+}
+
+func (b *ivBuilder[K]) span(rs []keyRange[K]) int {
+	n := 0
+	for _, r := range rs {
+		n += b.idx.interval(r.hi) - b.idx.interval(r.lo) + 1
+	}
+	return n
+}
+
+func (b *ivBuilder[K]) insert(rs []keyRange[K], rule int32) {
+	for _, r := range rs {
+		for k, hi := b.idx.interval(r.lo), b.idx.interval(r.hi); k <= hi; k++ {
+			if l := b.lists[k]; len(l) == 0 || l[len(l)-1] != rule {
+				b.lists[k] = append(l, rule)
+			}
 		}
 	}
-	return pi.lists[lo]
+}
+
+func (b *ivBuilder[K]) build() *ivIndex[K] {
+	x := b.idx
+	x.start = make([]int32, len(b.lists)+1)
+	n := 0
+	for _, l := range b.lists {
+		n += len(l)
+	}
+	x.flat = make([]int32, 0, n)
+	for k, l := range b.lists {
+		x.start[k] = int32(len(x.flat))
+		x.flat = append(x.flat, l...)
+	}
+	x.start[len(b.lists)] = int32(len(x.flat))
+	return x
+}
+
+func newBuilder16() *ivBuilder[uint16] {
+	return &ivBuilder[uint16]{less: func(a, b uint16) bool { return a < b },
+		next: func(a uint16) (uint16, bool) { return a + 1, a != 0xffff }}
+}
+
+func newBuilder32() *ivBuilder[uint32] {
+	return &ivBuilder[uint32]{less: func(a, b uint32) bool { return a < b },
+		next: func(a uint32) (uint32, bool) { return a + 1, a != 0xffffffff }}
+}
+
+func newBuilder128() *ivBuilder[u128] {
+	return &ivBuilder[u128]{less: u128.less, next: u128.next}
+}
+
+// Specialised lookups (no function-value calls on the packet path).
+
+func lookup16(x *ivIndex[uint16], k uint16) []int32 {
+	b := x.bounds
+	lo, hi := 0, len(b)
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if k < b[mid] {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return x.flat[x.start[lo]:x.start[lo+1]]
+}
+
+func lookup32(x *ivIndex[uint32], k uint32) []int32 {
+	b := x.bounds
+	lo, hi := 0, len(b)
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if k < b[mid] {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return x.flat[x.start[lo]:x.start[lo+1]]
+}
+
+func lookup128(x *ivIndex[u128], k u128) []int32 {
+	b := x.bounds
+	lo, hi := 0, len(b)
+	for hi-lo > 1 {
+		mid := int(uint(lo+hi) >> 1)
+		if k.less(b[mid]) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return x.flat[x.start[lo]:x.start[lo+1]]
 }
 
 // chainIndex is the candidate index of one chain.
 type chainIndex struct {
-	src4, src6, dst4, dst6 []addrGroup
-	ports                  [256]*portIndex
-	proto                  [256][]int32
-	wild                   []int32
-}
-
-func lookupAddr(groups []addrGroup, a netip.Addr, it *candidates) {
-	for i := range groups {
-		g := &groups[i]
-		k := netip.PrefixFrom(a, g.bits).Masked().Addr()
-		if l, ok := g.m[k]; ok {
-			it.add(l)
-		}
-	}
+	src4, dst4 *ivIndex[uint32]
+	src6, dst6 *ivIndex[u128]
+	ports      [256]*ivIndex[uint16]
+	proto      [256][]int32
+	wild       []int32
 }
 
 // candidates fills it with the lists of rules that may match p.
 func (x *chainIndex) candidates(p *packet.Packet, it *candidates) {
 	if p.Src.Is4() {
-		lookupAddr(x.src4, p.Src, it)
-	} else if p.Src.Is6() {
-		lookupAddr(x.src6, p.Src, it)
+		if x.src4 != nil {
+			it.add(lookup32(x.src4, addr32(p.Src)))
+		}
+	} else if p.Src.Is6() && x.src6 != nil {
+		it.add(lookup128(x.src6, addr128(p.Src)))
 	}
 	if p.Dst.Is4() {
-		lookupAddr(x.dst4, p.Dst, it)
-	} else if p.Dst.Is6() {
-		lookupAddr(x.dst6, p.Dst, it)
+		if x.dst4 != nil {
+			it.add(lookup32(x.dst4, addr32(p.Dst)))
+		}
+	} else if p.Dst.Is6() && x.dst6 != nil {
+		it.add(lookup128(x.dst6, addr128(p.Dst)))
 	}
 	if pi := x.ports[p.Proto]; pi != nil && !p.Fragment {
-		it.add(pi.lookup(p.DstPort))
+		it.add(lookup16(pi, p.DstPort))
 	}
 	it.add(x.proto[p.Proto])
 	it.add(x.wild)
@@ -141,11 +292,6 @@ const (
 	dimProto
 	dimWild
 )
-
-type groupKey struct {
-	v6   bool
-	bits int
-}
 
 func addrKeyable(a addrTest) bool { return a.set && !a.inv && !a.all }
 
@@ -176,56 +322,112 @@ func dportKey(r *crule) []PortRange {
 	return nil
 }
 
+// addrIndexes builds the source or destination index of one family.
+type addrIndexes struct {
+	b4   *ivBuilder[uint32]
+	b6   *ivBuilder[u128]
+	r4   [][]keyRange[uint32] // per rule; nil when not keyable
+	r6   [][]keyRange[u128]
+	used bool
+}
+
+func newAddrIndexes(n int) *addrIndexes {
+	return &addrIndexes{b4: newBuilder32(), b6: newBuilder128(), r4: make([][]keyRange[uint32], n), r6: make([][]keyRange[u128], n)}
+}
+
+func (ai *addrIndexes) add(i int, a addrTest) {
+	p := a.pfx
+	if p.Addr().Is4() {
+		lo := addr32(p.Addr())
+		hi := lo | (1<<(32-p.Bits()) - 1)
+		if p.Bits() == 0 {
+			hi = ^uint32(0)
+		}
+		r := keyRange[uint32]{lo, hi}
+		ai.r4[i] = []keyRange[uint32]{r}
+		ai.b4.addBounds(r)
+		return
+	}
+	lo := addr128(p.Addr())
+	hi := lo
+	host := 128 - p.Bits()
+	switch {
+	case host >= 64:
+		hi.lo = ^uint64(0)
+		if host > 64 {
+			hi.hi |= 1<<(host-64) - 1
+		}
+	case host > 0:
+		hi.lo |= 1<<host - 1
+	}
+	r := keyRange[u128]{lo, hi}
+	ai.r6[i] = []keyRange[u128]{r}
+	ai.b6.addBounds(r)
+}
+
+func (ai *addrIndexes) freeze() {
+	ai.b4.freeze()
+	ai.b6.freeze()
+}
+
+func (ai *addrIndexes) span(i int) int {
+	if ai.r4[i] != nil {
+		return ai.b4.span(ai.r4[i])
+	}
+	return ai.b6.span(ai.r6[i])
+}
+
+func (ai *addrIndexes) insert(i int) {
+	if ai.r4[i] != nil {
+		ai.b4.insert(ai.r4[i], int32(i))
+	} else {
+		ai.b6.insert(ai.r6[i], int32(i))
+	}
+}
+
+func (ai *addrIndexes) build() (*ivIndex[uint32], *ivIndex[u128]) {
+	var x4 *ivIndex[uint32]
+	var x6 *ivIndex[u128]
+	if len(ai.b4.bounds) > 1 {
+		x4 = ai.b4.build()
+	}
+	if len(ai.b6.bounds) > 1 {
+		x6 = ai.b6.build()
+	}
+	return x4, x6
+}
+
 // buildIndex builds the candidate index for a chain's rules.
 func buildIndex(rules []crule) *chainIndex {
 	x := &chainIndex{}
 	n := len(rules)
+	src, dst := newAddrIndexes(n), newAddrIndexes(n)
+	var ports [256]*ivBuilder[uint16]
+	portRanges := make([][]keyRange[uint16], n)
 
-	// Most frequent prefix lengths per family and direction get a group.
-	count := func(get func(*crule) addrTest) map[groupKey]bool {
-		freq := map[groupKey]int{}
-		for i := range rules {
-			a := get(&rules[i])
-			if addrKeyable(a) {
-				freq[groupKey{a.pfx.Addr().Is6(), a.pfx.Bits()}]++
-			}
-		}
-		keys := make([]groupKey, 0, len(freq))
-		for k := range freq {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, func(a, b groupKey) int {
-			if freq[a] != freq[b] {
-				return freq[b] - freq[a]
-			}
-			return b.bits - a.bits
-		})
-		allowed := map[groupKey]bool{}
-		var n4, n6 int
-		for _, k := range keys {
-			if k.v6 && n6 < maxAddrGroups {
-				allowed[k] = true
-				n6++
-			} else if !k.v6 && n4 < maxAddrGroups {
-				allowed[k] = true
-				n4++
-			}
-		}
-		return allowed
-	}
-	srcOK := count(func(r *crule) addrTest { return r.src })
-	dstOK := count(func(r *crule) addrTest { return r.dst })
-	okAddr := func(a addrTest, allowed map[groupKey]bool) bool {
-		return addrKeyable(a) && allowed[groupKey{a.pfx.Addr().Is6(), a.pfx.Bits()}]
-	}
-
-	// Preferences for each rule, best first.
+	// Preferences for each rule, best first, and the key ranges of each.
 	prefs := make([][]dim, n)
-	ports := make([][]PortRange, n)
 	for i := range rules {
 		r := &rules[i]
-		s, d := okAddr(r.src, srcOK), okAddr(r.dst, dstOK)
-		ports[i] = dportKey(r)
+		s, d := addrKeyable(r.src), addrKeyable(r.dst)
+		if s {
+			src.add(i, r.src)
+		}
+		if d {
+			dst.add(i, r.dst)
+		}
+		if pr := dportKey(r); pr != nil {
+			b := ports[r.proto]
+			if b == nil {
+				b = newBuilder16()
+				ports[r.proto] = b
+			}
+			for _, rg := range pr {
+				kr := keyRange[uint16]{rg.Lo, max(rg.Hi, rg.Lo)}
+				portRanges[i] = append(portRanges[i], kr)
+				b.addBounds(kr)
+			}
+		}
 		var pl []dim
 		if s && isLong(r.src) {
 			pl = append(pl, dimSrc)
@@ -233,13 +435,13 @@ func buildIndex(rules []crule) *chainIndex {
 		if d && isLong(r.dst) {
 			pl = append(pl, dimDst)
 		}
-		if ports[i] != nil {
+		if portRanges[i] != nil {
 			pl = append(pl, dimPort)
 		}
-		if s {
+		if s && !isLong(r.src) {
 			pl = append(pl, dimSrc)
 		}
-		if d {
+		if d && !isLong(r.dst) {
 			pl = append(pl, dimDst)
 		}
 		if !r.protoAny && !r.protoInv {
@@ -248,110 +450,53 @@ func buildIndex(rules []crule) *chainIndex {
 		pl = append(pl, dimWild)
 		prefs[i] = pl
 	}
-	choice := make([]dim, n)
-	for i := range rules {
-		choice[i] = prefs[i][0]
-	}
-
-	// Port index: elementary intervals per protocol.
-	var bounds [256][]uint16
-	for i := range rules {
-		if choice[i] != dimPort {
-			continue
-		}
-		pr := rules[i].proto
-		if bounds[pr] == nil {
-			bounds[pr] = []uint16{0}
-		}
-		for _, rg := range ports[i] {
-			bounds[pr] = append(bounds[pr], rg.Lo)
-			if rg.Hi < 65535 {
-				bounds[pr] = append(bounds[pr], rg.Hi+1)
-			}
-		}
-	}
-	for pr := range bounds {
-		if bounds[pr] != nil {
-			slices.Sort(bounds[pr])
-			bounds[pr] = slices.Compact(bounds[pr])
-			x.ports[pr] = &portIndex{bounds: bounds[pr], lists: make([][]int32, len(bounds[pr]))}
-		}
-	}
-	demote := func(i int) {
-		pl := prefs[i]
-		for j, d := range pl {
-			if d == dimPort {
-				choice[i] = pl[j+1]
-				return
-			}
-		}
-	}
-	for i := range rules {
-		if choice[i] != dimPort {
-			continue
-		}
-		pi := x.ports[rules[i].proto]
-		span := 0
-		for _, rg := range ports[i] {
-			lo, hi := pi.interval(rg.Lo), pi.interval(rg.Hi)
-			span += hi - lo + 1
-		}
-		if span > maxPortSpan {
-			demote(i)
-			continue
-		}
-		for _, rg := range ports[i] {
-			lo, hi := pi.interval(rg.Lo), pi.interval(rg.Hi)
-			for k := lo; k <= hi; k++ {
-				l := pi.lists[k]
-				if len(l) == 0 || l[len(l)-1] != int32(i) {
-					pi.lists[k] = append(l, int32(i))
-				}
-			}
+	src.freeze()
+	dst.freeze()
+	for _, b := range ports {
+		if b != nil {
+			b.freeze()
 		}
 	}
 
-	// Address, protocol and wildcard lists.
-	addTo := func(groups *[]addrGroup, a addrTest, i int) {
-		bits := a.pfx.Bits()
-		for gi := range *groups {
-			g := &(*groups)[gi]
-			if g.bits == bits {
-				g.m[a.pfx.Addr()] = append(g.m[a.pfx.Addr()], int32(i))
-				return
+	// A rule goes under its first key whose range covers few enough
+	// elementary intervals (a /8 over thousands of /32s is not copied into
+	// each of them).
+	for i := range rules {
+		choice := dimWild
+		for _, d := range prefs[i] {
+			ok := true
+			switch d {
+			case dimSrc:
+				ok = src.span(i) <= maxSpan
+			case dimDst:
+				ok = dst.span(i) <= maxSpan
+			case dimPort:
+				ok = ports[rules[i].proto].span(portRanges[i]) <= maxSpan
+			}
+			if ok {
+				choice = d
+				break
 			}
 		}
-		*groups = append(*groups, addrGroup{bits: bits, m: map[netip.Addr][]int32{a.pfx.Addr(): {int32(i)}}})
-	}
-	for i := range rules {
-		r := &rules[i]
-		switch choice[i] {
+		switch choice {
 		case dimSrc:
-			if r.src.pfx.Addr().Is4() {
-				addTo(&x.src4, r.src, i)
-			} else {
-				addTo(&x.src6, r.src, i)
-			}
+			src.insert(i)
 		case dimDst:
-			if r.dst.pfx.Addr().Is4() {
-				addTo(&x.dst4, r.dst, i)
-			} else {
-				addTo(&x.dst6, r.dst, i)
-			}
+			dst.insert(i)
+		case dimPort:
+			ports[rules[i].proto].insert(portRanges[i], int32(i))
 		case dimProto:
-			x.proto[r.proto] = append(x.proto[r.proto], int32(i))
-		case dimWild:
+			x.proto[rules[i].proto] = append(x.proto[rules[i].proto], int32(i))
+		default:
 			x.wild = append(x.wild, int32(i))
 		}
 	}
-	return x
-}
-
-// interval returns the index of the elementary interval holding port.
-func (pi *portIndex) interval(port uint16) int {
-	k, found := slices.BinarySearch(pi.bounds, port)
-	if found {
-		return k
+	x.src4, x.src6 = src.build()
+	x.dst4, x.dst6 = dst.build()
+	for pr, b := range ports {
+		if b != nil {
+			x.ports[pr] = b.build()
+		}
 	}
-	return k - 1
+	return x
 }
