@@ -283,3 +283,20 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("established %d", got)
 	}
 }
+
+// TestStateChangeDespiteDrop: as in the kernel, where the TCP tracker runs in
+// the conntrack hook before the filter table, a dropped packet of an
+// existing entry still moves its state; only a new entry is discarded.
+func TestStateChangeDespiteDrop(t *testing.T) {
+	tab := New(Config{HashSeed: 15})
+	c := newTConn(t, tab)
+	c.send(0, fS, 0)
+	c.send(1, fSA, 0)
+	c.send(0, fA, 0)
+	p := c.pkt(0, fFA, 0)
+	r := tab.Track(p)
+	r.Drop()
+	if got := c.state(); got != xFW {
+		t.Fatalf("state after dropped FIN: %s, want FIN_WAIT", got)
+	}
+}
