@@ -107,6 +107,13 @@ type Config struct {
 	// TCPBeLiberal is nf_conntrack_tcp_be_liberal: only out-of-window RSTs
 	// are INVALID (kernel default off).
 	TCPBeLiberal Switch
+	// TCPMaxRetrans is nf_conntrack_tcp_max_retrans: after this many
+	// retransmissions without an acceptable ACK the shorter
+	// TCPMaxRetrans timeout applies (default 3).
+	TCPMaxRetrans int
+	// TCPIgnoreInvalidRST is nf_conntrack_tcp_ignore_invalid_rst: do not
+	// mark an out-of-window RST as INVALID (kernel default off).
+	TCPIgnoreInvalidRST Switch
 	// Checksum is nf_conntrack_checksum: packets from the network with a bad
 	// TCP/UDP/ICMP checksum are INVALID (kernel default on).
 	Checksum Switch
@@ -137,6 +144,8 @@ type config struct {
 	max        int64
 	loose      bool
 	beLiberal  bool
+	ignoreRST  bool
+	maxRetrans uint8
 	checksum   bool
 	ftp        bool
 	ftpPorts   []uint16
@@ -154,13 +163,18 @@ type config struct {
 
 func (c Config) resolve() config {
 	r := config{
-		max:       int64(c.Max),
-		loose:     c.TCPLoose.resolve(true),
-		beLiberal: c.TCPBeLiberal.resolve(false),
-		checksum:  c.Checksum.resolve(true),
-		ftp:       c.FTPHelper,
-		ftpPorts:  append([]uint16(nil), c.FTPPorts...),
-		to:        c.Timeouts,
+		max:        int64(c.Max),
+		loose:      c.TCPLoose.resolve(true),
+		beLiberal:  c.TCPBeLiberal.resolve(false),
+		ignoreRST:  c.TCPIgnoreInvalidRST.resolve(false),
+		maxRetrans: 3,
+		checksum:   c.Checksum.resolve(true),
+		ftp:        c.FTPHelper,
+		ftpPorts:   append([]uint16(nil), c.FTPPorts...),
+		to:         c.Timeouts,
+	}
+	if c.TCPMaxRetrans > 0 && c.TCPMaxRetrans < 256 {
+		r.maxRetrans = uint8(c.TCPMaxRetrans)
 	}
 	if r.max <= 0 {
 		r.max = DefaultMax

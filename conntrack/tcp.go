@@ -88,7 +88,6 @@ const (
 )
 
 const (
-	tcpMaxRetrans  = 3     // nf_conntrack_tcp_max_retrans
 	maxAckWinConst = 66000 // MAXACKWINCONST
 	tcpMaxWScale   = 14    // TCP_MAX_WSCALE
 )
@@ -540,8 +539,8 @@ func (t *Table) tcpPacket(e *entry, p *packet.Packet, dir uint8, now int64, isNe
 			if seq == 0 && !e.tcpEstablished() {
 				break
 			}
-			if before(seq, c.seen[1-dir].maxack) {
-				return vInvalid // invalid rst (nf_conntrack_tcp_ignore_invalid_rst=0)
+			if before(seq, c.seen[1-dir].maxack) && !t.cfg.ignoreRST {
+				return vInvalid // invalid rst
 			}
 			if !e.tcpEstablished() || seq == c.seen[1-dir].maxack {
 				break
@@ -635,7 +634,7 @@ func (t *Table) tcpPacket(e *entry, p *packet.Packet, dir uint8, now int64, isNe
 	to := &t.cfg.tcpTimeout
 	var timeout int64
 	switch {
-	case c.retrans >= tcpMaxRetrans && to[newState] > t.cfg.tcpRetrans:
+	case c.retrans >= t.cfg.maxRetrans && to[newState] > t.cfg.tcpRetrans:
 		timeout = t.cfg.tcpRetrans
 	case index == tcpRstSet:
 		timeout = to[tcpClose]

@@ -218,6 +218,8 @@ func TestTCPWindow(t *testing.T) {
 			wantCT: "ESTABLISHED", wantState: xES},
 		{name: "be_liberal still refuses RST before max ack", cfg: Config{TCPBeLiberal: On}, probe: step{0, fR, 0, -10, 0, false},
 			wantCT: "INVALID", wantState: xES},
+		{name: "ignore_invalid_rst accepts RST before max ack", cfg: Config{TCPIgnoreInvalidRST: On}, probe: step{0, fR, 0, -10, 0, false},
+			wantCT: "ESTABLISHED", wantState: xES, wantTO: 10 * time.Second},
 		{name: "bad flags SYN+FIN", probe: step{0, fS | packet.TCPFin, 0, 0, 0, false}, wantCT: "INVALID", wantState: xES},
 		{name: "bad flags FIN without ACK", probe: step{0, fF, 0, 0, 0, false}, wantCT: "INVALID", wantState: xES},
 		{name: "XMAS", probe: step{0, packet.TCPFin | packet.TCPPsh | packet.TCPUrg, 0, 0, 0, false}, wantCT: "INVALID", wantState: xES},
@@ -366,6 +368,13 @@ func TestTCPSpecialCases(t *testing.T) {
 		}
 		if got := c.timeout(); got != 100*time.Second {
 			t.Fatalf("timeout after 3 retransmissions %v, want 100s", got)
+		}
+		c = established(t, Config{HashSeed: 1, TCPMaxRetrans: 5, Timeouts: Timeouts{TCPUnack: 200 * time.Second, TCPMaxRetrans: 100 * time.Second}})
+		for i := 0; i < 4; i++ {
+			c.probe(0, fPA, 100, 0, 0)
+		}
+		if got := c.timeout(); got != 200*time.Second {
+			t.Fatalf("max_retrans=5: timeout after 3 retransmissions %v, want 200s", got)
 		}
 	})
 	t.Run("RST with seq 0 answering SYN", func(t *testing.T) {
