@@ -19,10 +19,10 @@ type floodResult struct {
 	established   int
 }
 
-// runFlood sends `sources` SYNs from distinct spoofed sources (198.18.0.0/15
-// plus 10/8 for more room is not allowed: we use 198.18.0.0/15 and vary the
-// source port too) into a table of capacity max that already holds
-// `legit` assured connections. Every SYN is accepted and confirmed.
+// runFlood sends `sources` SYNs from distinct spoofed sources (addresses in
+// 198.18.0.0/15, 128 source ports each) into a table of capacity max that
+// already holds `legit` assured connections. Every SYN is accepted and
+// confirmed.
 func runFlood(t testing.TB, max, sources, legit int) floodResult {
 	runtime.GC()
 	var ms runtime.MemStats

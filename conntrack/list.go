@@ -215,16 +215,16 @@ func (t *Table) Stats() Stats {
 		s := &t.shards[i]
 		s.mu.Lock()
 		st.Entries += s.n
+		st.Found += s.stats.found
+		st.New += s.stats.new
+		st.Insert += s.stats.insert
+		st.InsertFailed += s.stats.insertFailed
+		st.Invalid += s.stats.invalid
+		st.Ignore += s.stats.ignore
+		st.Drop += s.stats.drop
+		st.EarlyDrop += s.stats.earlyDrop
+		st.Expired += s.stats.expired
 		s.mu.Unlock()
-		st.Found += s.stats.found.Load()
-		st.New += s.stats.new.Load()
-		st.Insert += s.stats.insert.Load()
-		st.InsertFailed += s.stats.insertFailed.Load()
-		st.Invalid += s.stats.invalid.Load()
-		st.Ignore += s.stats.ignore.Load()
-		st.Drop += s.stats.drop.Load()
-		st.EarlyDrop += s.stats.earlyDrop.Load()
-		st.Expired += s.stats.expired.Load()
 	}
 	return st
 }

@@ -70,8 +70,9 @@ type entry struct {
 	status    uint16
 }
 
+// shardStats are counted with the shard lock held.
 type shardStats struct {
-	found, new, insert, invalid, ignore, drop, earlyDrop, insertFailed, expired atomic.Uint64
+	found, new, insert, invalid, ignore, drop, earlyDrop, insertFailed, expired uint64
 }
 
 type shard struct {
@@ -230,7 +231,7 @@ func (t *Table) find(s *shard, b uint32, k, kinv *Key, hasInv bool, now int64) (
 		}
 		if e.expires <= now {
 			t.remove(s, e)
-			s.stats.expired.Add(1)
+			s.stats.expired++
 			return nil, 0
 		}
 		return e, dir
@@ -337,7 +338,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 		switch t.protoPacket(e, p, dir, now, false) {
 		case vInvalid:
-			s.stats.invalid.Add(1)
+			s.stats.invalid++
 			s.mu.Unlock()
 			p.CTState = packet.CTInvalid
 			return Ref{}
@@ -347,17 +348,17 @@ func (t *Table) Track(p *packet.Packet) Ref {
 			continue
 		case vKill:
 			t.remove(s, e)
-			s.stats.found.Add(1)
+			s.stats.found++
 			s.mu.Unlock()
 			setState(p, ctinfo, dir)
 			return Ref{}
 		case vIgnore:
-			s.stats.ignore.Add(1)
+			s.stats.ignore++
 		}
 		if dir == 1 {
 			e.status |= stSeenReply
 		}
-		s.stats.found.Add(1)
+		s.stats.found++
 		gen := e.gen
 		var flags uint8
 		if e.status&stHelper != 0 {
@@ -375,7 +376,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.Packet, now int64) Ref {
 	if !hasInv {
 		// nf_ct_invert_tuple failed (ICMP type without a reply type).
-		s.stats.invalid.Add(1)
+		s.stats.invalid++
 		s.mu.Unlock()
 		p.CTState = packet.CTInvalid
 		return Ref{}
@@ -384,8 +385,8 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 		if !t.earlyDrop(s, b, now) {
 			t.gcEarlyDrop.Store(true)
 			t.count.Add(-1)
-			s.stats.drop.Add(1)
-			s.stats.invalid.Add(1)
+			s.stats.drop++
+			s.stats.invalid++
 			s.mu.Unlock()
 			p.CTState = packet.CTInvalid
 			return Ref{flags: refMustDrop}
@@ -402,7 +403,7 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 	if v := t.protoPacket(e, p, 0, now, true); v == vInvalid {
 		s.release(e)
 		t.count.Add(-1)
-		s.stats.invalid.Add(1)
+		s.stats.invalid++
 		s.mu.Unlock()
 		p.CTState = packet.CTInvalid
 		return Ref{}
@@ -415,7 +416,7 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 			}
 		}
 	}
-	s.stats.new.Add(1)
+	s.stats.new++
 	gen := e.gen
 	s.mu.Unlock()
 	setState(p, ctinfo, 0)
@@ -488,7 +489,7 @@ func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 			idx = e.next
 			if e.expires <= now {
 				t.remove(s, e)
-				s.stats.expired.Add(1)
+				s.stats.expired++
 				freed++
 				continue
 			}
@@ -496,7 +497,7 @@ func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 				continue
 			}
 			t.remove(s, e)
-			s.stats.earlyDrop.Add(1)
+			s.stats.earlyDrop++
 			freed++
 		}
 		if freed > 0 {
@@ -528,11 +529,11 @@ func (r Ref) Confirm(p *packet.Packet) {
 			// Another worker confirmed the same flow first.
 			s.release(e)
 			t.count.Add(-1)
-			s.stats.insertFailed.Add(1)
+			s.stats.insertFailed++
 			return
 		}
 		s.link(e)
-		s.stats.insert.Add(1)
+		s.stats.insert++
 		if e.status&stHelper != 0 {
 			e.ftp = &ftpInfo{}
 		}
@@ -590,11 +591,11 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 				switch {
 				case e.expires <= n:
 					t.remove(s, e)
-					s.stats.expired.Add(1)
+					s.stats.expired++
 					removed++
 				case max95 >= 0 && t.count.Load() > max95 && e.gcCanEarlyDrop():
 					t.remove(s, e)
-					s.stats.earlyDrop.Add(1)
+					s.stats.earlyDrop++
 					removed++
 				}
 			}
