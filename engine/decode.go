@@ -387,7 +387,7 @@ func (d *Decoder) finishL4(p *packet.Packet, l4 []byte, frag bool) error {
 				parseInner6(body[4:], &p.Inner)
 			}
 		}
-		p.Payload = body
+		p.Payload = body[4:] // after the 8-byte header, as for ICMPv4 (checkL4 saw 8 bytes)
 	}
 	if frag || p.Truncated || !d.verifyCsum {
 		return nil

@@ -272,6 +272,25 @@ func TestDecodeFields(t *testing.T) {
 				t.Errorf("checksum %d", p.Checksum)
 			}
 		}},
+		{"tcp option with a bad length is skipped, not an error", func() []byte {
+			b := tcp4(t, nil)
+			b[20+26] = 3  // the NOP before window scale becomes kind 3...
+			b[20+27] = 40 // ...with a length past the header
+			b[36], b[37] = 0, 0
+			binary.BigEndian.PutUint16(b[36:38], tcpChecksum4(b))
+			return b
+		}(), func(t *testing.T, p *packet.Packet) {
+			// conntrack's tcp_options() stops at the bad option: MSS and
+			// SACK-permitted before it count, window scale after it does not
+			if p.TCPOpt.MSS != 1460 || !p.TCPOpt.SACKPerm || p.TCPOpt.WScale != -1 || p.Checksum != packet.ChecksumGood {
+				t.Errorf("%+v csum %d", p.TCPOpt, p.Checksum)
+			}
+		}},
+		{"icmpv6 payload after the 8-byte header", ping6(t), func(t *testing.T, p *packet.Packet) {
+			if string(p.Payload) != "ping" {
+				t.Errorf("payload %q", p.Payload)
+			}
+		}},
 		{"ethernet padding is stripped", append(udp4(t, []byte("ab")), 0, 0, 0, 0, 0, 0), func(t *testing.T, p *packet.Packet) {
 			if len(p.L3) != 20+8+2 || string(p.Payload) != "ab" || p.Checksum != packet.ChecksumGood {
 				t.Errorf("L3 %d payload %q csum %d", len(p.L3), p.Payload, p.Checksum)
@@ -283,6 +302,29 @@ func TestDecodeFields(t *testing.T) {
 			tc.check(t, mustDecode(t, d, tc.pkt))
 		})
 	}
+}
+
+// tcpChecksum4 computes the TCP checksum of an IPv4 packet with a 20-byte
+// header whose checksum field is zero.
+func tcpChecksum4(b []byte) uint16 {
+	ph := append(append([]byte(nil), b[12:20]...), 0, 6, 0, 0)
+	binary.BigEndian.PutUint16(ph[10:12], uint16(len(b)-20))
+	var sum uint64
+	for i := 0; i+1 < len(ph); i += 2 {
+		sum += uint64(binary.BigEndian.Uint16(ph[i:]))
+	}
+	seg := b[20:]
+	for i := 0; i < len(seg); i += 2 {
+		w := uint64(seg[i]) << 8
+		if i+1 < len(seg) {
+			w |= uint64(seg[i+1])
+		}
+		sum += w
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
 }
 
 func fixIPv4Checksum(b []byte) {

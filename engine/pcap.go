@@ -191,6 +191,9 @@ func (r *PcapReader) Next(f *Frame) error {
 	if r.ng != nil {
 		f.LinkType = r.v.fullLink(ci.InterfaceIndex, LinkType(r.ifaceLink(ci)))
 	}
+	if r.num == 1 && r.ng != nil {
+		r.link = f.LinkType // the first interface may not have been read at open
+	}
 	parseLink(f.LinkType, data, f)
 	return nil
 }
