@@ -153,7 +153,8 @@ func (d *Decoder) fail(p *packet.Packet, layer string, kind error, what string, 
 // every other field is reset and refilled. p.L3 and p.Payload point into
 // data. On error p holds whatever was decoded before the problem and the
 // error is a *DecodeError (owned by the Decoder) matching ErrTruncated,
-// ErrMalformed or ErrUnsupported.
+// ErrMalformed or ErrUnsupported. The L4 checksum is verified unless the
+// packet is a fragment, truncated, or p.Local (see SetVerifyChecksums).
 func (d *Decoder) Decode(data []byte, p *packet.Packet) error {
 	meta := p.Meta
 	p.Reset()
@@ -389,7 +390,10 @@ func (d *Decoder) finishL4(p *packet.Packet, l4 []byte, frag bool) error {
 		}
 		p.Payload = body[4:] // after the 8-byte header, as for ICMPv4 (checkL4 saw 8 bytes)
 	}
-	if frag || p.Truncated || !d.verifyCsum {
+	// Locally generated packets (p.Local) are not judged: their checksums
+	// may be left to offload, as the kernel's conntrack skips them on
+	// LOCAL_OUT.
+	if frag || p.Truncated || !d.verifyCsum || p.Local {
 		return nil
 	}
 	p.Checksum = l4Checksum(p, l4)

@@ -416,6 +416,14 @@ func TestDecodeKeepsMeta(t *testing.T) {
 	p.InIface, p.Mark, p.Hook = "eth0", 7, packet.HookInput
 	p.CTState = packet.CTNew
 	mustDecodeInto(t, d, udp4(t, nil), &p)
+	if p.Checksum != packet.ChecksumGood {
+		t.Errorf("checksum %d", p.Checksum)
+	}
+	p.Local = true
+	mustDecodeInto(t, d, udp4(t, nil), &p)
+	if p.Checksum != packet.ChecksumUnknown || !p.Local {
+		t.Errorf("local packet: checksum %d", p.Checksum)
+	}
 	if p.InIface != "eth0" || p.Mark != 7 || p.Hook != packet.HookInput || p.CTState != 0 || p.TCPOpt.WScale != -1 {
 		t.Errorf("%+v", p)
 	}

@@ -77,6 +77,7 @@ const (
 	FragDropped
 )
 
+// String names the verdict.
 func (v DefragVerdict) String() string {
 	switch v {
 	case NotFragment:
@@ -109,6 +110,7 @@ const (
 
 var fragDropNames = [numFragDropReasons]string{"", "overlap", "duplicate", "bad-end", "bad-length", "oversize", "no-memory", "malformed"}
 
+// String names the reason as the engine's counters print it.
 func (r FragDropReason) String() string {
 	if r < numFragDropReasons {
 		return fragDropNames[r]

@@ -27,6 +27,7 @@ const (
 	linkTypeRawDLT14 LinkType = 14 // DLT_RAW on OpenBSD
 )
 
+// String returns the libpcap DLT name (without the DLT_ prefix).
 func (l LinkType) String() string {
 	switch l {
 	case LinkTypeNull:
@@ -61,6 +62,7 @@ const (
 	SkipUnknownLink                   // a link type this source does not decode
 )
 
+// String names the reason as the engine's counters print it.
 func (s SkipReason) String() string {
 	switch s {
 	case SkipNone:
