@@ -36,7 +36,11 @@ var (
 // allocate): it is valid until the next Decode call. Copy it (or call
 // Error()) to keep it.
 type DecodeError struct {
-	Layer string // "ipv4", "ipv6", "tcp", "udp", "icmp", "icmpv6", ...
+	// Layer is where the problem is: "ip" (no version), "ipv4", "ipv6",
+	// an IPv6 extension header ("ipv6-hbh", "ipv6-route", "ipv6-frag",
+	// "ipv6-dstopts", "ipv6-ah"), or the transport: "tcp", "udp", "icmp",
+	// "icmpv6".
+	Layer string
 	Kind  error  // ErrTruncated, ErrMalformed or ErrUnsupported
 	What  string // what was wrong or expected
 	Got   int    // the offending value or available length, when Want >= 0
@@ -54,6 +58,19 @@ func (e *DecodeError) Error() string {
 		s += ": " + e.Err.Error()
 	}
 	return s
+}
+
+// IPHeader reports whether the fault is one the kernel's IP layer catches
+// before the netfilter hooks (ip_rcv_core, ip6_rcv_core, which also parses
+// the hop-by-hop header): such a packet reaches neither conntrack nor the
+// rules. Faults further in (other extension headers, the transport header)
+// are for conntrack to judge (INVALID).
+func (e *DecodeError) IPHeader() bool {
+	switch e.Layer {
+	case "ip", "ipv4", "ipv6", "ipv6-hbh":
+		return true
+	}
+	return false
 }
 
 // Is reports whether target is the error's kind.
@@ -715,7 +732,19 @@ type ipv6ExtLayer struct {
 
 func (l *ipv6ExtLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	d := l.d
-	name := l.typ.String()
+	var name string
+	switch l.typ {
+	case layers.LayerTypeIPv6HopByHop:
+		name = "ipv6-hbh"
+	case layers.LayerTypeIPv6Routing:
+		name = "ipv6-route"
+	case layers.LayerTypeIPv6Fragment:
+		name = "ipv6-frag"
+	case layers.LayerTypeIPv6Destination:
+		name = "ipv6-dstopts"
+	default:
+		name = "ipv6-ah"
+	}
 	if len(data) < 8 {
 		df.SetTruncated()
 		return d.fail(nil, name, ErrTruncated, "extension header shorter than 8 bytes", len(data), 8, nil)

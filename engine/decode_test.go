@@ -368,9 +368,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"icmpv6 shorter than 8", mod(ping6(t), func(b []byte) { b[5] = 4 })[:44], ErrMalformed, false, "icmpv6"},
 		{"ipv6 short header", good6[:39], ErrTruncated, true, "ipv6"},
 		{"ipv6 jumbogram", mod(withExt6(good6, extHopByHop), func(b []byte) { b[4], b[5] = 0, 0 }), ErrUnsupported, false, "ipv6"},
-		{"ipv6 extension header cut", withExt6(good6, extDstOpts)[:44], ErrTruncated, true, "IPv6Destination"},
-		{"ipv6 extension header past payload length", mod(withExt6(good6, extDstOpts), func(b []byte) { b[41] = 200 }), ErrMalformed, false, "IPv6Destination"},
-		{"ipv6 hop-by-hop not first", withExt6(good6, extDstOpts, extHopByHop), ErrMalformed, false, "IPv6HopByHop"},
+		{"ipv6 extension header cut", withExt6(good6, extDstOpts)[:44], ErrTruncated, true, "ipv6-dstopts"},
+		{"ipv6 extension header past payload length", mod(withExt6(good6, extDstOpts), func(b []byte) { b[41] = 200 }), ErrMalformed, false, "ipv6-dstopts"},
+		{"ipv6 hop-by-hop not first", withExt6(good6, extDstOpts, extHopByHop), ErrMalformed, false, "ipv6-hbh"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -391,6 +391,10 @@ func TestDecodeErrors(t *testing.T) {
 			}
 			if err.Error() == "" {
 				t.Error("empty message")
+			}
+			wantIP := map[string]bool{"ip": true, "ipv4": true, "ipv6": true, "ipv6-hbh": true}[tc.layer]
+			if de != nil && de.IPHeader() != wantIP {
+				t.Errorf("IPHeader() = %v", de.IPHeader())
 			}
 		})
 	}
