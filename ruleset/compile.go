@@ -122,9 +122,11 @@ type Result struct {
 // ByPolicy reports whether a chain policy (not a rule) decided.
 func (r Result) ByPolicy() bool { return r.Rule == nil }
 
-// counter is a packet and byte counter updated without locks.
+// counter is a packet and byte counter updated without locks, padded to a
+// cache line.
 type counter struct {
 	pkts, bytes atomic.Uint64
+	_           [48]byte
 }
 
 func (c *counter) add(n int) {
@@ -164,7 +166,7 @@ type cchain struct {
 	policy  Verdict
 	rules   []crule
 	idx     *chainIndex // nil: linear scan
-	ctr     counter
+	ctr     *counter
 }
 
 // crule is a compiled rule.
@@ -187,7 +189,9 @@ type crule struct {
 	reject RejectWith
 	log    func(*Rule, *packet.Packet)
 
-	ctr counter
+	// ctr lives apart from the read-mostly rule data, on its own cache
+	// line, so that counting does not slow other workers reading rules.
+	ctr *counter
 }
 
 // addrTest is a compiled -s/-d.
@@ -308,7 +312,7 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 	byName := make(map[string]*cchain, len(t.Chains))
 	c.chains = make([]*cchain, len(t.Chains))
 	for i, ch := range t.Chains {
-		cc := &cchain{ast: ch, builtin: ch.Builtin, policy: VerdictAccept}
+		cc := &cchain{ast: ch, builtin: ch.Builtin, policy: VerdictAccept, ctr: new(counter)}
 		if ch.Policy == PolicyDrop {
 			cc.policy = VerdictDrop
 		}
@@ -336,6 +340,7 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 				ast:     &Chain{Name: h.String(), Builtin: true, Hook: h, Policy: PolicyAccept},
 				builtin: true,
 				policy:  VerdictAccept,
+				ctr:     new(counter),
 			}
 		}
 	}
@@ -359,8 +364,10 @@ func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 	for ci, ch := range t.Chains {
 		cc := c.chains[ci]
 		cc.rules = make([]crule, len(ch.Rules))
+		ctrs := make([]counter, len(ch.Rules))
 		for ri, r := range ch.Rules {
 			cr := &cc.rules[ri]
+			cr.ctr = &ctrs[ri]
 			c.nrules++
 			if err := c.compileRule(cr, r, ri+1, fam, byName, opts); err != nil {
 				for _, e := range flatten(err) {
