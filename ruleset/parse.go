@@ -543,6 +543,7 @@ func editDistance(a, b string) int {
 	}
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)
+	prev2 := make([]int, len(rb)+1)
 	for j := range prev {
 		prev[j] = j
 	}
@@ -554,8 +555,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1) // transposition
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(rb)]
 }

@@ -91,7 +91,7 @@ func (rs *ruleState) parseAddr(t token, e string, fam packet.Family) ([]netip.Pr
 			return nil, false
 		}
 		addrs = []netip.Addr{a}
-	} else if placeholderRE.MatchString(host) {
+	} else if placeholderRE.MatchString(host) && !looksNumeric(host) {
 		rs.errorf(t, "replace it with the address it stands for", "%q is a placeholder, not an address", host)
 		return nil, false
 	} else if looksNumeric(host) || !hostnameRE.MatchString(host) {

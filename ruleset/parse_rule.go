@@ -407,6 +407,7 @@ type ruleState struct {
 	protoSet   bool
 
 	bad, unsupported, skip bool
+	singleQuoteShown       bool
 }
 
 func (rs *ruleState) errorf(t token, hint, format string, args ...any) {
@@ -592,6 +593,20 @@ func (rs *ruleState) takeArgs(t token, name string, toks []token, i, n int, eqAr
 // strayArg reports an argument that belongs to no option.
 func (rs *ruleState) strayArg(t token, toks []token, i int) {
 	txt := t.text
+	for k := i - 1; k >= 0; k-- {
+		if pt := toks[k].text; strings.HasPrefix(pt, "'") && !(len(pt) > 1 && strings.HasSuffix(pt, "'")) && !toks[k].quoted {
+			if rs.singleQuoteShown {
+				rs.bad = true
+				return
+			}
+			rs.singleQuoteShown = true
+			rs.errorf(t, "iptables-restore understands only double quotes: write \"...\"", "unexpected %q: single quotes do not group words, so the argument %s ended at the blank before it", txt, pt)
+			return
+		}
+		if strings.HasPrefix(toks[k].text, "-") {
+			break
+		}
+	}
 	switch {
 	case i > 0 && (toks[i-1].text == "-j" || toks[i-1].text == "--jump" || toks[i-1].text == "-g"):
 		rs.errorf(t, "", "unexpected %q after the target", txt)
