@@ -125,10 +125,19 @@ type Decoder struct {
 func NewDecoder() *Decoder {
 	d := &Decoder{verifyCsum: true}
 	d.ip6.d = d
-	for i, t := range [...]gopacket.LayerType{layers.LayerTypeIPv6HopByHop, layers.LayerTypeIPv6Routing,
-		layers.LayerTypeIPv6Fragment, layers.LayerTypeIPv6Destination, layers.LayerTypeIPSecAH} {
-		d.ext[i].d = d
-		d.ext[i].typ = t
+	d.ip4.d = d
+	for i, e := range [...]struct {
+		t     gopacket.LayerType
+		proto uint8
+		name  string
+	}{
+		{layers.LayerTypeIPv6HopByHop, 0, "ipv6-hbh"},
+		{layers.LayerTypeIPv6Routing, 43, "ipv6-route"},
+		{layers.LayerTypeIPv6Fragment, 44, "ipv6-frag"},
+		{layers.LayerTypeIPv6Destination, 60, "ipv6-dstopts"},
+		{layers.LayerTypeIPSecAH, 51, "ipv6-ah"},
+	} {
+		d.ext[i] = ipv6ExtLayer{d: d, typ: e.t, proto: e.proto, name: e.name}
 	}
 	common := []gopacket.DecodingLayer{&d.tcp, &d.udp, &d.icmp4, &d.icmp6, &d.pay}
 	d.p4 = newParser(layers.LayerTypeIPv4, append([]gopacket.DecodingLayer{&d.ip4}, common...))
@@ -234,7 +243,6 @@ func (d *Decoder) decode4(data []byte, p *packet.Packet) error {
 	d.fragPkt = p.FragOffset != 0 || p.MoreFrags
 	d.truncIP = p.Truncated
 	d.l4Bad = false
-	d.ip4.d = d
 	d.ip4.stop = p.FragOffset != 0 || !d.checkL4(p.Proto, data[ihl:])
 	if err := d.p4.DecodeLayers(data, &d.decoded); err != nil {
 		return d.layerError(p, err, d.p4.Truncated)
@@ -525,44 +533,23 @@ func parseInner6(b []byte, e *packet.Embedded) {
 	e.Dst = netip.AddrFrom16([16]byte(b[24:40]))
 	next := b[6]
 	rest := b[40:]
-	for i := 0; i < 16; i++ {
-		var hl int
-		switch next {
-		case 0, 43, 60:
-			if len(rest) < 2 {
-				e.Proto = next
-				return
-			}
-			hl = (int(rest[1]) + 1) * 8
-		case 44:
-			if len(rest) < 8 {
-				e.Proto = next
-				return
-			}
-			if binary.BigEndian.Uint16(rest[2:4])&0xfff8 != 0 {
-				e.Proto = rest[0]
-				e.Valid = true
-				return
-			}
-			hl = 8
-		case 51:
-			if len(rest) < 2 {
-				e.Proto = next
-				return
-			}
-			hl = (int(rest[1]) + 2) * 4
-		default:
+	for i := 0; i < 16 && isExt6(next); i++ {
+		hl, ok := ext6Len(next, rest)
+		if !ok {
 			e.Proto = next
-			e.Valid = parseInnerL4(rest, e, packet.ProtoICMPv6)
 			return
 		}
-		if len(rest) < hl {
-			e.Proto = next
+		if next == 44 && binary.BigEndian.Uint16(rest[2:4])&0xfff8 != 0 {
+			// quoted a non-first fragment: no transport header
+			e.Proto = rest[0]
+			e.Valid = true
 			return
 		}
 		next = rest[0]
 		rest = rest[hl:]
 	}
+	e.Proto = next
+	e.Valid = parseInnerL4(rest, e, packet.ProtoICMPv6)
 }
 
 func parseInnerL4(b []byte, e *packet.Embedded, icmpProto uint8) bool {
@@ -620,16 +607,14 @@ func (l *ipv4Layer) NextLayerType() gopacket.LayerType {
 // a hop-by-hop header into freshly allocated options; here every extension
 // header goes through ipv6ExtLayer instead.
 type ipv6Layer struct {
-	d        *Decoder
-	next     uint8
-	contents []byte
-	l4       []byte // transport header onwards, set by the last header
-	payload  []byte
+	d       *Decoder
+	next    uint8
+	l4      []byte // transport header onwards, set by the last header
+	payload []byte
 }
 
 func (l *ipv6Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	l.next = data[6] // length checked by decode6
-	l.contents = data[:40]
 	l.payload = data[40:]
 	l.l4 = l.payload
 	return nil
@@ -722,81 +707,90 @@ func (d *Decoder) checkL4(proto uint8, b []byte) bool {
 // fragment, destination options or AH) without allocating, recording what
 // the packet view needs in the Decoder.
 type ipv6ExtLayer struct {
-	d        *Decoder
-	typ      gopacket.LayerType
-	next     uint8
-	stop     bool
-	contents []byte
-	payload  []byte
+	d       *Decoder
+	typ     gopacket.LayerType
+	proto   uint8  // its IP protocol number (0, 43, 44, 60, 51)
+	name    string // for DecodeError.Layer
+	next    uint8
+	stop    bool
+	payload []byte
 }
 
 func (l *ipv6ExtLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	d := l.d
-	var name string
-	switch l.typ {
-	case layers.LayerTypeIPv6HopByHop:
-		name = "ipv6-hbh"
-	case layers.LayerTypeIPv6Routing:
-		name = "ipv6-route"
-	case layers.LayerTypeIPv6Fragment:
-		name = "ipv6-frag"
-	case layers.LayerTypeIPv6Destination:
-		name = "ipv6-dstopts"
-	default:
-		name = "ipv6-ah"
-	}
-	if len(data) < 8 {
+	hl, ok := ext6Len(l.proto, data)
+	if !ok {
 		df.SetTruncated()
-		return d.fail(nil, name, ErrTruncated, "extension header shorter than 8 bytes", len(data), 8, nil)
-	}
-	var hl int
-	switch l.typ {
-	case layers.LayerTypeIPv6Fragment:
-		hl = 8
-	case layers.LayerTypeIPSecAH:
-		hl = (int(data[1]) + 2) * 4
-	default:
-		hl = (int(data[1]) + 1) * 8
-	}
-	if len(data) < hl {
-		df.SetTruncated()
-		return d.fail(nil, name, ErrTruncated, "extension header cut", len(data), hl, nil)
-	}
-	proto := uint8(0)
-	switch l.typ {
-	case layers.LayerTypeIPv6HopByHop:
-		proto = 0
-		if d.nExt != 0 {
-			return d.fail(nil, name, ErrMalformed, "hop-by-hop header not first", -1, -1, nil)
+		need := 8
+		if len(data) >= 2 {
+			need = hl
 		}
-	case layers.LayerTypeIPv6Routing:
-		proto = 43
+		return d.fail(nil, l.name, ErrTruncated, "extension header cut", len(data), need, nil)
+	}
+	switch l.proto {
+	case 0:
+		if d.nExt != 0 {
+			return d.fail(nil, l.name, ErrMalformed, "hop-by-hop header not first", -1, -1, nil)
+		}
+	case 43:
 		d.rtType = int16(data[2])
 		d.segsLeft = data[3]
-	case layers.LayerTypeIPv6Fragment:
-		proto = 44
+	case 44:
 		d.hasFrag = true
 		fo := binary.BigEndian.Uint16(data[2:4])
 		d.fragOff = fo >> 3
 		d.fragMF = fo&1 != 0
 		d.fragID = binary.BigEndian.Uint32(data[4:8])
 		d.fragPkt = d.fragOff != 0 || d.fragMF
-	case layers.LayerTypeIPv6Destination:
-		proto = 60
-	case layers.LayerTypeIPSecAH:
-		proto = 51
 	}
 	if d.nExt < maxExtHeaders {
-		d.extTypes[d.nExt] = proto
+		d.extTypes[d.nExt] = l.proto
 	}
 	d.nExt++
 	l.next = data[0]
-	l.contents = data[:hl]
 	l.payload = data[hl:]
 	// A non-first fragment carries no transport header.
-	l.stop = l.typ == layers.LayerTypeIPv6Fragment && d.fragOff != 0
+	l.stop = l.proto == 44 && d.fragOff != 0
 	return nil
 }
+
+// ext6Len returns the length of the IPv6 extension header of type next at
+// the start of b (hop-by-hop 0, routing 43, fragment 44, destination
+// options 60, AH 51), and whether b holds it whole (at least 8 bytes). When
+// b holds the length byte but not the whole header, the length is still
+// returned. It returns 0, false for other types.
+func ext6Len(next uint8, b []byte) (int, bool) {
+	var hl int
+	switch next {
+	case 44:
+		hl = 8
+	case 0, 43, 60:
+		if len(b) < 2 {
+			return 8, false
+		}
+		hl = (int(b[1]) + 1) * 8
+	case 51:
+		if len(b) < 2 {
+			return 8, false
+		}
+		hl = (int(b[1]) + 2) * 4
+		if hl < 8 {
+			hl = 8
+		}
+	default:
+		return 0, false
+	}
+	return hl, len(b) >= hl
+}
+
+func isExt6(next uint8) bool {
+	switch next {
+	case 0, 43, 44, 51, 60:
+		return true
+	}
+	return false
+}
+
 func (l *ipv6ExtLayer) CanDecode() gopacket.LayerClass { return l.typ }
 func (l *ipv6ExtLayer) LayerPayload() []byte           { return l.payload }
 func (l *ipv6ExtLayer) NextLayerType() gopacket.LayerType {

@@ -444,27 +444,17 @@ func findFragHeader(b []byte) (fragOff, nhOff int, ok bool) {
 		return 0, 0, false
 	}
 	next, off, nh := b[6], 40, 6
-	for i := 0; i < 16; i++ {
-		switch next {
-		case 44:
-			if len(b) < off+8 {
-				return 0, 0, false
-			}
-			return off, nh, true
-		case 0, 43, 60, 51:
-			if len(b) < off+2 {
-				return 0, 0, false
-			}
-			hl := (int(b[off+1]) + 1) * 8
-			if next == 51 {
-				hl = (int(b[off+1]) + 2) * 4
-			}
-			nh = off
-			next = b[off]
-			off += hl
-		default:
+	for i := 0; i < 16 && isExt6(next); i++ {
+		hl, ok := ext6Len(next, b[off:])
+		if !ok {
 			return 0, 0, false
 		}
+		if next == 44 {
+			return off, nh, true
+		}
+		nh = off
+		next = b[off]
+		off += hl
 	}
 	return 0, 0, false
 }
