@@ -465,12 +465,11 @@ func (v *recordValidator) ngHeader() {
 			v.fail(ErrPcapCorrupt, fmt.Sprintf("packet block: interface %d not described (have %d)", iface, len(v.ngLinks)), nil)
 			return
 		}
-		capLen, origLen := v.u32(h[20:24]), v.u32(h[24:28])
+		capLen := v.u32(h[20:24])
 		if capLen > MaxSnaplen || capLen > blen-32 {
 			v.fail(ErrPcapCorrupt, fmt.Sprintf("packet block: captured length %d does not fit a %d-byte block", capLen, blen), nil)
 			return
 		}
-		_ = origLen
 		v.pkts++
 		v.inPacket = true
 	case ngSPB:
