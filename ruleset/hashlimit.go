@@ -82,6 +82,7 @@ type hlEntry struct {
 	key        hlKey
 	lim        rate.Limiter
 	expires    int64 // UnixNano
+	last       int64 // latest packet time (UnixNano): the bucket's clock never goes back
 	prev, next int32
 }
 
@@ -192,8 +193,9 @@ func (t *hashTable) allow(key hlKey, now time.Time, cost int) bool {
 		if ns >= e.expires {
 			// The kernel's garbage collector would have freed it: a new, full bucket.
 			e.lim = *rate.NewLimiter(rate.Limit(t.perSecond), t.burst)
+			e.last = ns
 		}
-		e.expires = ns + t.expire
+		e.expires = max(e.expires, ns+t.expire)
 		s.unlink(i)
 		s.pushTail(i)
 	} else {
@@ -216,13 +218,20 @@ func (t *hashTable) allow(key hlKey, now time.Time, cost int) bool {
 		e.key = key
 		e.lim = *rate.NewLimiter(rate.Limit(t.perSecond), t.burst)
 		e.expires = ns + t.expire
+		e.last = ns
 		s.m[key] = i
 		s.pushTail(i)
 	}
 	if cost > t.burst {
 		cost = t.burst
 	}
-	return s.ents[i].lim.AllowN(now, cost)
+	e := &s.ents[i]
+	if ns < e.last {
+		now = time.Unix(0, e.last)
+	} else {
+		e.last = ns
+	}
+	return e.lim.AllowN(now, cost)
 }
 
 // hashlimitMatcher is -m hashlimit (xt_hashlimit): a token bucket per key.

@@ -54,6 +54,12 @@ func TestHashlimit(t *testing.T) {
 			{"198.18.0.1", 14 * time.Second, D}, // not idle for 10 s yet
 			{"198.18.0.1", 25 * time.Second, A}, // idle 11 s: expired
 		}},
+		{"a packet from the past does not refill the bucket", perSrc, []step{
+			{"198.18.0.1", 5 * time.Second, A},
+			{"198.18.0.1", 4 * time.Second, A}, // out of order: counts as 5 s
+			{"198.18.0.1", 5 * time.Second, D},
+			{"198.18.0.1", 6 * time.Second, A},
+		}},
 		{"byte mode", func() *HashlimitMatch {
 			return &HashlimitMatch{Name: "bytes", Bytes: true, Rate: Rate{Count: 100, Unit: PerSecond}, Burst: 20, Mode: HashSrcIP, SrcMask: 32, DstMask: 32}
 		}, []step{

@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/filterd/filterd/packet"
@@ -41,8 +42,9 @@ func (r Rate) PerSecond() float64 {
 // timestamp. As in the kernel, the bucket starts anew when the rules are
 // reloaded.
 type limitMatcher struct {
-	lim *rate.Limiter
-	inv bool
+	lim  *rate.Limiter
+	inv  bool
+	last atomic.Int64 // latest packet time seen (UnixNano)
 }
 
 func (*limitMatcher) stateful() {}
@@ -60,7 +62,27 @@ func newLimitMatcher(m *LimitMatch) *limitMatcher {
 }
 
 func (m *limitMatcher) match(p *packet.Packet) bool {
-	return m.lim.AllowN(p.Meta.Time, 1) != m.inv
+	return m.lim.AllowN(monotonic(&m.last, p.Meta.Time), 1) != m.inv
+}
+
+// monotonic returns t, or the latest time already seen if t is earlier:
+// packets of a capture can be slightly out of order, and the kernel's clock
+// (jiffies) never goes back; a bucket must not be refilled twice for the
+// same interval.
+func monotonic(last *atomic.Int64, t time.Time) time.Time {
+	ns := t.UnixNano()
+	for {
+		l := last.Load()
+		if ns <= l {
+			if ns == l {
+				return t
+			}
+			return time.Unix(0, l)
+		}
+		if last.CompareAndSwap(l, ns) {
+			return t
+		}
+	}
 }
 
 // fullBucketTime returns a time so long before t that a bucket emptied then

@@ -56,6 +56,12 @@ func TestLimit(t *testing.T) {
 			{"198.18.0.1", 20 * time.Minute, A},
 			{"198.18.0.1", 21 * time.Minute, D},
 		}},
+		{"a packet from the past does not refill the bucket", &LimitMatch{Rate: Rate{Count: 1, Unit: PerSecond}, Burst: 2}, []step{
+			{"198.18.0.1", 10 * time.Second, A},
+			{"198.18.0.1", 9 * time.Second, A},  // out of order: counts as 10 s, takes the second token
+			{"198.18.0.1", 10 * time.Second, D}, // no time has passed since
+			{"198.18.0.1", 11 * time.Second, A},
+		}},
 		{"! --limit matches over the rate", &LimitMatch{Rate: Rate{Count: 1, Unit: PerMinute}, Burst: 1, Invert: true}, []step{
 			{"198.18.0.1", 0, D}, {"198.18.0.1", time.Second, A}, {"198.18.0.1", time.Minute, D},
 		}},
