@@ -61,9 +61,26 @@ func (d Diagnostic) Format(w io.Writer) {
 			}
 			return r
 		}, d.Source)
+		// Show a window of long lines (the article's run-together lines are
+		// hundreds of characters long) around the column.
+		runes := []rune(src)
+		col := d.Pos.Col
+		const window = 100
+		if len(runes) > window {
+			start := max(0, min(col-1-window/3, len(runes)-window))
+			end := min(len(runes), start+window)
+			prefix, suffix := "", ""
+			if start > 0 {
+				prefix = "..."
+			}
+			if end < len(runes) {
+				suffix = "..."
+			}
+			src = prefix + string(runes[start:end]) + suffix
+			col = col - start + len(prefix)
+		}
 		fmt.Fprintf(w, "    %s\n", src)
 		n := utf8.RuneCountInString(src)
-		col := d.Pos.Col
 		if col > n+1 {
 			col = n + 1
 		}
