@@ -292,6 +292,32 @@ const linearMax = 8
 // Compile turns a parsed table into an immutable compiled table. All errors
 // are returned at once (errors.Join of *CompileError); errors for valid but
 // unenforceable options wrap ErrUnsupported.
+//
+// Evaluation follows the kernel's ipt_do_table: the first matching rule
+// decides; LOG and rules without a target count and go on; a jump returns
+// to the next rule when the user chain RETURNs or ends; a goto's chain
+// returns to the caller of the chain that did the goto; a built-in chain
+// ends in its policy; a hook whose built-in chain is not in the table
+// accepts. Any jump/goto cycle is refused. Rule counters count every match
+// (jumps, LOG and counting rules included); chain counters count policy
+// decisions.
+//
+// Where filterd differs from the kernel, or cannot see what it sees:
+//   - hashlimit: a full table (--hashlimit-htable-max) evicts its least
+//     recently used bucket (expired ones first) where the kernel drops the
+//     packet; expired buckets are renewed when next used rather than by a
+//     garbage collector every --hashlimit-htable-gcinterval; byte mode uses
+//     a bucket of one second of the rate plus --hashlimit-burst bytes.
+//   - limit/hashlimit clocks are the packets' timestamps and never go back.
+//   - addrtype: LOCAL from CompileOptions, BROADCAST from 255.255.255.255,
+//     0.0.0.0/8 and the broadcast address of local IPv4 prefixes; no routing
+//     table, so BLACKHOLE, UNREACHABLE, PROHIBIT, THROW, NAT and XRESOLVE
+//     never match and --limit-iface-in/out are ignored.
+//   - conntrack: --ctstatus is unsupported (the packet view has no status);
+//     without NAT the reply tuple is the original one reversed.
+//   - recent: lists hold DefaultRecentListSize addresses (ip_list_tot) and
+//     grow their per-address history to the largest --hitcount, as current
+//     kernels do.
 func Compile(t *Table, opts CompileOptions) (*Compiled, error) {
 	if t == nil {
 		return nil, errors.New("compile: nil table")
