@@ -211,6 +211,14 @@ func (t *hashTable) allow(key hlKey, now time.Time, cost int) bool {
 			i = s.free[n-1]
 			s.free = s.free[:n-1]
 		} else {
+			if len(s.ents) == cap(s.ents) {
+				// Grow by doubling, but never past the shard's share of
+				// --hashlimit-htable-max.
+				n := min(max(2*cap(s.ents), 64), max(s.max, 1))
+				ents := make([]hlEntry, len(s.ents), n)
+				copy(ents, s.ents)
+				s.ents = ents
+			}
 			s.ents = append(s.ents, hlEntry{})
 			i = int32(len(s.ents) - 1)
 		}

@@ -2,6 +2,7 @@ package ruleset
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -221,4 +222,34 @@ func TestHashlimitFloodSteadyStateNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(10000, next); n != 0 {
 		t.Fatalf("a new source in a full table allocates %.3f times per packet", n)
 	}
+}
+
+// TestHashlimitMemoryCeiling: a table at the kernel's default
+// --hashlimit-htable-max (65,536 buckets) stays under 24 MiB, flooded with
+// three times as many sources.
+func TestHashlimitMemoryCeiling(t *testing.T) {
+	const ceiling = 24 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m := &HashlimitMatch{Name: "mem", Rate: Rate{Count: 10, Unit: PerSecond}, Burst: 5, Mode: HashSrcIP | HashDstPort, SrcMask: 32, DstMask: 32}
+	c := mustCompile(t, hlTable(m), CompileOptions{})
+	p := at("198.18.0.1", 0)
+	for i := 0; i < 3*8*DefaultHashlimitSize; i++ {
+		p.Meta.Time = t0.Add(time.Duration(i) * time.Microsecond)
+		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		c.Evaluate(p)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	n := c.State().HashlimitLen("mem")
+	if n != 8*DefaultHashlimitSize {
+		t.Fatalf("table holds %d buckets, want %d", n, 8*DefaultHashlimitSize)
+	}
+	used := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d buckets use %d KiB (%d bytes each)", n, used>>10, used/int64(n))
+	if used > ceiling {
+		t.Fatalf("%d buckets use %d MiB, ceiling %d MiB", n, used>>20, ceiling>>20)
+	}
+	runtime.KeepAlive(c)
 }
