@@ -18,6 +18,9 @@ type ListOptions struct {
 	// filterd prints protocol, port, ICMP type and flag names and "anywhere",
 	// but never looks up host or user names (iptables would).
 	Numeric bool
+	// UserName, if set, names a uid in listings without -n, as iptables
+	// prints "owner UID match root".
+	UserName func(uid uint32) (string, bool)
 }
 
 // List prints t as "iptables -L" with the given options prints it.
@@ -183,7 +186,7 @@ func ListRule(r *Rule, fam packet.Family, opts ListOptions) string {
 		b.WriteString("[goto] ")
 	}
 	for _, m := range r.Matches {
-		b.WriteString(listMatch(m, fam, opts.Numeric))
+		b.WriteString(listMatch(m, fam, opts, r.Proto.Num))
 	}
 	switch r.Target.Kind {
 	case TargetReject:
@@ -199,7 +202,7 @@ func ListRule(r *Rule, fam packet.Family, opts ListOptions) string {
 		if opts.Numeric {
 			fmt.Fprintf(&b, " LOG flags %d level %d", flags, l.Level)
 		} else {
-			names := []string{"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"}
+			names := []string{"emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"}
 			fmt.Fprintf(&b, " LOG level %s", names[l.Level&7])
 			for _, f := range []struct {
 				on bool
@@ -217,13 +220,13 @@ func ListRule(r *Rule, fam packet.Family, opts ListOptions) string {
 	return b.String()
 }
 
-func listPorts(b *strings.Builder, name string, p PortMatch, numeric bool) {
+func listPorts(b *strings.Builder, name string, p PortMatch, numeric bool, proto uint8) {
 	if !p.Set || (p.Lo == 0 && p.Hi == 65535 && !p.Invert) {
 		return
 	}
 	port := func(n uint16) string {
 		if !numeric {
-			if s := portName(n); s != "" {
+			if s := portName(n, proto); s != "" {
 				return s
 			}
 		}
@@ -250,13 +253,14 @@ func icmpName(types []icmpType, t, lo, hi uint8) string {
 }
 
 // listMatch describes a match as iptables -L does.
-func listMatch(m Match, fam packet.Family, numeric bool) string {
+func listMatch(m Match, fam packet.Family, opts ListOptions, proto uint8) string {
+	numeric := opts.Numeric
 	var b strings.Builder
 	switch v := m.(type) {
 	case *TCPMatch:
 		b.WriteString(" tcp")
-		listPorts(&b, "spt", v.Sport, numeric)
-		listPorts(&b, "dpt", v.Dport, numeric)
+		listPorts(&b, "spt", v.Sport, numeric, 6)
+		listPorts(&b, "dpt", v.Dport, numeric, 6)
 		if v.OptionSet {
 			iv := ""
 			if v.OptionInvert {
@@ -277,8 +281,8 @@ func listMatch(m Match, fam packet.Family, numeric bool) string {
 		}
 	case *UDPMatch:
 		b.WriteString(" udp")
-		listPorts(&b, "spt", v.Sport, numeric)
-		listPorts(&b, "dpt", v.Dport, numeric)
+		listPorts(&b, "spt", v.Sport, numeric, 17)
+		listPorts(&b, "dpt", v.Dport, numeric, 17)
 	case *MultiportMatch:
 		dir := [...]string{MultiportSrc: "sports", MultiportDst: "dports", MultiportBoth: "ports"}[v.Dir]
 		fmt.Fprintf(&b, " multiport %s ", dir)
@@ -288,7 +292,7 @@ func listMatch(m Match, fam packet.Family, numeric bool) string {
 		var name func(uint16) string
 		if !numeric {
 			name = func(n uint16) string {
-				if s := portName(n); s != "" {
+				if s := portName(n, proto); s != "" {
 					return s
 				}
 				return strconv.Itoa(int(n))
@@ -418,7 +422,13 @@ func listMatch(m Match, fam packet.Family, numeric bool) string {
 			b.WriteString(" ! owner socket exists")
 		}
 		if v.UID.Set {
-			fmt.Fprintf(&b, "%s owner UID match %s", svInv(v.UID.Invert), svIDRange(v.UID))
+			id := svIDRange(v.UID)
+			if !numeric && v.UID.Lo == v.UID.Hi && opts.UserName != nil {
+				if n, ok := opts.UserName(v.UID.Lo); ok {
+					id = n
+				}
+			}
+			fmt.Fprintf(&b, "%s owner UID match %s", svInv(v.UID.Invert), id)
 		}
 		if v.GID.Set {
 			fmt.Fprintf(&b, "%s owner GID match %s", svInv(v.GID.Invert), svIDRange(v.GID))

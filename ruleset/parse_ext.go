@@ -582,7 +582,7 @@ func init() {
 					rs.errorf(m.tok, "add -p icmp before -m icmp", "icmp match requires '-p icmp'")
 				}
 				if !m.seen["icmp-type"] {
-					m.val = &ICMPMatch{Any: true, Type: 0xFF, CodeHi: 0xFF}
+					rs.errorf(m.tok, "", "icmp: option \"--icmp-type\" must be specified")
 				}
 			}},
 		"icmp6": {name: "icmp6", family: packet.IPv6, init: func(*ruleState) any { return &ICMPMatch{V6: true} },

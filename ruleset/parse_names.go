@@ -76,15 +76,41 @@ var services = map[string]uint16{
 	"zabbix-trapper": 10051,
 }
 
-// portName returns the service name for a port (for listings without -n).
-func portName(port uint16) string {
-	best := ""
-	for n, p := range services {
-		if p == port && (best == "" || len(n) < len(best) || (len(n) == len(best) && n < best)) {
-			best = n
-		}
+// tcpPortNames and udpPortNames are the primary names Debian's netbase
+// /etc/services gives these ports (what getservbyport returns), for
+// listings without -n.
+var tcpPortNames = map[uint16]string{
+	1: "tcpmux", 7: "echo", 9: "discard", 11: "systat", 13: "daytime", 15: "netstat", 17: "qotd",
+	19: "chargen", 20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 37: "time",
+	43: "whois", 49: "tacacs", 53: "domain", 70: "gopher", 79: "finger", 80: "http", 88: "kerberos",
+	110: "pop3", 111: "sunrpc", 113: "auth", 119: "nntp", 135: "epmap", 139: "netbios-ssn",
+	143: "imap2", 161: "snmp", 162: "snmp-trap", 179: "bgp", 389: "ldap", 443: "https",
+	445: "microsoft-ds", 464: "kpasswd", 465: "submissions", 514: "shell", 515: "printer",
+	587: "submission", 636: "ldaps", 873: "rsync", 989: "ftps-data", 990: "ftps", 993: "imaps",
+	995: "pop3s", 1080: "socks", 1194: "openvpn", 1433: "ms-sql-s", 1812: "radius",
+	1813: "radius-acct", 2049: "nfs", 3306: "mysql", 5060: "sip", 5061: "sip-tls",
+	5222: "xmpp-client", 5432: "postgresql", 6000: "x11", 8080: "http-alt", 10050: "zabbix-agent",
+	10051: "zabbix-trapper",
+}
+
+var udpPortNames = map[uint16]string{
+	7: "echo", 9: "discard", 13: "daytime", 19: "chargen", 21: "fsp", 37: "time", 49: "tacacs",
+	53: "domain", 67: "bootps", 68: "bootpc", 69: "tftp", 88: "kerberos", 111: "sunrpc", 123: "ntp",
+	137: "netbios-ns", 138: "netbios-dgm", 161: "snmp", 162: "snmp-trap", 389: "ldap", 443: "https",
+	464: "kpasswd", 500: "isakmp", 514: "syslog", 636: "ldaps", 1194: "openvpn", 1701: "l2f",
+	1812: "radius", 1813: "radius-acct", 2049: "nfs", 4500: "ipsec-nat-t", 5060: "sip", 5061: "sip-tls",
+}
+
+// portName returns the service name for a port of the protocol (for
+// listings without -n), or "".
+func portName(port uint16, proto uint8) string {
+	switch proto {
+	case 6:
+		return tcpPortNames[port]
+	case 17:
+		return udpPortNames[port]
 	}
-	return best
+	return ""
 }
 
 // icmpType is a named ICMP type, optionally with a code.

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/user"
+	"strconv"
 
 	"github.com/filterd/filterd/ruleset"
 )
@@ -36,6 +38,13 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if f.Filter == nil {
 		fmt.Fprintf(stderr, "filterd list: %s has no *filter table\n", fs.Arg(0))
 		return exitOK
+	}
+	lo.UserName = func(uid uint32) (string, bool) {
+		u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10))
+		if err != nil {
+			return "", false
+		}
+		return u.Username, true
 	}
 	if err := ruleset.List(stdout, f.Filter, lo); err != nil {
 		fmt.Fprintf(stderr, "filterd list: %v\n", err)
