@@ -1,3 +1,6 @@
+// Package ruleset reads iptables-restore rule files into rule tables (ast.go),
+// prints them as iptables-save and iptables -L do, and compiles them for
+// matching. Load is the entry point for reading a file.
 package ruleset
 
 import (

@@ -499,7 +499,7 @@ func (rs *ruleState) parse(toks []token) {
 		// extension option
 		m, od := rs.findOpt(name)
 		if od == nil && m == nil {
-			if rs.loadImplicit(name) {
+			if rs.loadImplicit(name, t) {
 				m, od = rs.findOpt(name)
 			}
 		}
@@ -928,7 +928,7 @@ func (rs *ruleState) findOpt(name string) (*modState, *optDef) {
 
 // loadImplicit loads the protocol's match when an unknown option follows
 // "-p tcp" etc., as iptables does.
-func (rs *ruleState) loadImplicit(name string) bool {
+func (rs *ruleState) loadImplicit(name string, opt token) bool {
 	if !rs.protoSet || rs.rule.Proto.Any {
 		return false
 	}
@@ -978,8 +978,9 @@ func (rs *ruleState) loadImplicit(name string) bool {
 		return true
 	}
 	if _, ok := knownMatches[mod]; ok {
-		m := &modState{name: mod, tok: token{}, seen: map[string]bool{}, implicit: true}
+		m := &modState{name: mod, tok: opt, seen: map[string]bool{}, implicit: true}
 		rs.mods = append(rs.mods, m)
+		rs.unsupportedf(opt, "match %s (implicit with -p %s, for %s) is not supported by filterd yet", mod, protoString(rs.rule.Proto.Num), name)
 		return true
 	}
 	return false
@@ -989,9 +990,6 @@ func (rs *ruleState) loadImplicit(name string) bool {
 func (rs *ruleState) finish() {
 	for _, m := range rs.mods {
 		if m.def == nil {
-			if m.implicit && m.tok.width == 0 {
-				rs.unsupportedf(rs.targetTokOr(m), "match %s (implicit with -p) is not supported by filterd yet", m.name)
-			}
 			continue
 		}
 		if m.def.finish != nil {
@@ -1009,13 +1007,6 @@ func (rs *ruleState) finish() {
 			rs.rule.Matches = append(rs.rule.Matches, mm)
 		}
 	}
-}
-
-func (rs *ruleState) targetTokOr(m *modState) token {
-	if m.tok.width > 0 {
-		return m.tok
-	}
-	return token{col: rs.rule.Pos.Col, width: 2}
 }
 
 // expand turns the parsed rule into one rule per -s/-d combination.

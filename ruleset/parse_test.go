@@ -329,7 +329,7 @@ func TestParseErrors(t *testing.T) {
 		{"ctstate dnat", 0, "@-A INPUT -m conntrack --ctstate DNAT -j ACCEPT", SevUnsupported, 7, "DNAT", "conntrack state DNAT", ""},
 		{"hashlimit rate-match", 0, "@-A INPUT -m hashlimit --hashlimit-upto 5/s --hashlimit-name x --hashlimit-rate-match -j ACCEPT", SevUnsupported, 7, "--hashlimit-rate-match", "--hashlimit-rate-match", ""},
 		{"delete by spec", 0, "@-D INPUT -j DROP", SevUnsupported, 7, "", "-D with a rule specification", ""},
-		{"sctp implicit", 0, "@-A INPUT -p sctp --dport 22 -j ACCEPT", SevUnsupported, 7, "", "match sctp (implicit with -p)", ""},
+		{"sctp implicit", 0, "@-A INPUT -p sctp --dport 22 -j ACCEPT", SevUnsupported, 7, "--dport", "match sctp (implicit with -p sctp, for --dport)", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,5 +441,42 @@ func TestDiagnosticFormat(t *testing.T) {
 	}
 	if ds.Err() == nil || Diagnostics(nil).Err() != nil {
 		t.Error("Err")
+	}
+}
+
+// TestFileForms covers the file-level variants real files use.
+func TestFileForms(t *testing.T) {
+	cases := []struct {
+		name  string
+		src   string
+		rules int
+		warn  int
+	}{
+		{"no final newline", "*filter\n-A INPUT -j ACCEPT\nCOMMIT", 1, 0},
+		{"blank and comment lines, trailing blanks", "# header\n\n*filter \n:INPUT ACCEPT [0:0]  \n\n# c\n-A INPUT -j ACCEPT   \nCOMMIT\n# Completed\n", 1, 0},
+		{"chain without policy field", "*filter\n:NF_PERSIST [0:0]\n-A INPUT -j NF_PERSIST\nCOMMIT\n", 1, 0},
+		{"odd user chain declaration", "*filter\n:LOGGING - DROP [0:0]\n-A INPUT -j LOGGING\nCOMMIT\n", 1, 0},
+		{"user chain with a policy", "*filter\n:LOGGING DROP [0:0]\nCOMMIT\n", 0, 1},
+		{"chain declared after the rule jumping to it", "*filter\n-A INPUT -j LATER\n:LATER - [0:0]\nCOMMIT\n", 1, 0},
+		{"-N and -P commands", "*filter\n-P INPUT DROP\n-N LOGGING\n-A LOGGING -j DROP\nCOMMIT\n", 1, 0},
+		{"declared twice", "*filter\n:A - [0:0]\n:A - [0:0]\n-A A -j DROP\nCOMMIT\n", 1, 0},
+		{"nat then filter", "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DNAT --to-destination 198.18.0.1\nCOMMIT\n*filter\n-A INPUT -j ACCEPT\nCOMMIT\n", 1, 1},
+		{"two filter tables", "*filter\n-A INPUT -j DROP\nCOMMIT\n*filter\n-A INPUT -j ACCEPT\nCOMMIT\n", 1, 1},
+		{"commented-out rule", "*filter\n#  -A INPUT -j DROP\n# e.g. :  -A INPUT -m set --match-set <set> src -j DROP\nCOMMIT\n", 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, ds := Load("t.rules", []byte(tc.src), LoadOptions{})
+			if ds.HasErrors() || ds.HasUnsupported() || ds.Count(SevWarning) != tc.warn {
+				t.Fatalf("diagnostics:\n%s", diagText(ds))
+			}
+			n := 0
+			for _, c := range f.Filter.Chains {
+				n += len(c.Rules)
+			}
+			if n != tc.rules {
+				t.Errorf("%d rules, want %d", n, tc.rules)
+			}
+		})
 	}
 }
