@@ -41,11 +41,16 @@ func tokenize(line string, col0 int) ([]token, *lexError) {
 		start = -1
 		quoted = false
 	}
-	for _, r := range line {
+	// Bytes are copied as they are (a comment in Latin-1 stays Latin-1);
+	// columns count characters, an invalid byte counting as one.
+	for i := 0; i < len(line); {
+		r, size := utf8.DecodeRuneInString(line[i:])
+		raw := line[i : i+size]
+		i += size
 		if inQuote {
 			switch {
 			case escaped:
-				buf.WriteRune(r)
+				buf.WriteString(raw)
 				escaped = false
 			case r == '\\':
 				escaped = true
@@ -53,7 +58,7 @@ func tokenize(line string, col0 int) ([]token, *lexError) {
 				inQuote = false
 				flush(col + 1)
 			default:
-				buf.WriteRune(r)
+				buf.WriteString(raw)
 			}
 			col++
 			continue
@@ -72,7 +77,7 @@ func tokenize(line string, col0 int) ([]token, *lexError) {
 			if start < 0 {
 				start = col
 			}
-			buf.WriteRune(r)
+			buf.WriteString(raw)
 		}
 		col++
 	}
@@ -129,8 +134,18 @@ func runTogether(line string) []segment {
 		}
 		return false
 	}
+	// Inside double quotes of a rule line nothing starts a new line.
+	quotes := !strings.HasPrefix(strings.TrimLeft(line, " \t"), "#")
+	inQuote := false
 	i := last
 	for i < len(runes) {
+		if quotes && runes[i] == '"' && (i == 0 || runes[i-1] != '\\' || !inQuote) {
+			inQuote = !inQuote
+		}
+		if inQuote {
+			i++
+			continue
+		}
 		if runes[i] == ' ' || runes[i] == '\t' {
 			j := i
 			for j < len(runes) && (runes[j] == ' ' || runes[j] == '\t') {

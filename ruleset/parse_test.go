@@ -121,6 +121,8 @@ func TestParseOptions(t *testing.T) {
 		{"recent v6 mask", v6, "-A INPUT -m recent --set", []string{"-A INPUT -m recent --set --name DEFAULT --mask ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff --rsource"}},
 		{"comment quoted", v4, `-A INPUT -m comment --comment "hello world" -j ACCEPT`, []string{`-A INPUT -m comment --comment "hello world" -j ACCEPT`}},
 		{"comment plain", v4, "-A INPUT -j ACCEPT -m comment --comment hi", []string{"-A INPUT -m comment --comment hi -j ACCEPT"}},
+		{"comment with run-together look", v4, `-A INPUT -m comment --comment "see  -A INPUT" -j ACCEPT`, []string{`-A INPUT -m comment --comment "see  -A INPUT" -j ACCEPT`}},
+		{"latin-1 comment kept", v4, "-A INPUT -m comment --comment \"caf\xe9\" -j ACCEPT", []string{"-A INPUT -m comment --comment \"caf\xe9\" -j ACCEPT"}},
 		{"comment escapes", v4, `-A INPUT -m comment --comment "a \"b\" 'c'" -j ACCEPT`, []string{`-A INPUT -m comment --comment "a \"b\" \'c\'" -j ACCEPT`}},
 		{"iprange", v4, "-A INPUT -m iprange --src-range 198.18.0.1-198.18.0.9 ! --dst-range 198.18.1.1-198.18.1.2 -j ACCEPT", []string{"-A INPUT -m iprange --src-range 198.18.0.1-198.18.0.9 ! --dst-range 198.18.1.1-198.18.1.2 -j ACCEPT"}},
 		{"addrtype", v4, "-A INPUT -m addrtype --dst-type LOCAL,BROADCAST ! --src-type MULTICAST --limit-iface-in -j ACCEPT", []string{"-A INPUT -m addrtype ! --src-type MULTICAST --dst-type LOCAL,BROADCAST --limit-iface-in -j ACCEPT"}},
