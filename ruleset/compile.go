@@ -91,6 +91,7 @@ const (
 	VerdictReject
 )
 
+// String returns the verdict as iptables names it.
 func (v Verdict) String() string {
 	switch v {
 	case VerdictAccept:
