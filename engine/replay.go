@@ -1,0 +1,283 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/filterd/filterd/packet"
+	"github.com/filterd/filterd/ruleset"
+)
+
+// ReplayOptions configure a Replayer.
+type ReplayOptions struct {
+	// Accepted and Dropped, when set, receive the frames of each verdict
+	// (REJECT counts as dropped; fragments go with their datagram's verdict
+	// only when it is known at the time they are read: held fragments are
+	// written to neither).
+	Accepted, Dropped *PcapWriter
+	// TopN is how many sources Summary.TopDropped lists (default 10).
+	TopN int
+}
+
+// Replayer runs pcap files through an engine with the packets' own
+// timestamps as the clock and accumulates a Summary.
+type Replayer struct {
+	e    *Engine
+	w    *Worker
+	opts ReplayOptions
+
+	sum      Summary
+	verdicts [4]VerdictCount
+	reasons  [4]uint64
+	states   map[packet.CTState]uint64
+	fam      [2]uint64
+	secs     []SecondCount
+	sources  map[netip.Addr]*SourceCount
+	start    time.Time
+	frame    Frame
+}
+
+// NewReplayer returns a replayer over e.
+func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
+	if opts.TopN <= 0 {
+		opts.TopN = 10
+	}
+	r := &Replayer{
+		e:       e,
+		w:       e.NewWorker(),
+		opts:    opts,
+		states:  make(map[packet.CTState]uint64),
+		sources: make(map[netip.Addr]*SourceCount),
+	}
+	for i := range r.verdicts {
+		r.verdicts[i].Verdict = Action(i).String()
+	}
+	return r
+}
+
+// Worker returns the replayer's worker, for callers that inspect the last
+// packet.
+func (r *Replayer) Worker() *Worker { return r.w }
+
+// ReplayFile replays the capture at path. A corrupt or truncated file stops
+// the replay at the bad packet with an error naming it; everything read
+// before it is counted.
+func (r *Replayer) ReplayFile(ctx context.Context, path string) error {
+	rd, err := OpenPcapFile(path)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	err = r.Replay(ctx, rd, path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// Replay replays every frame of rd; name is used in the summary.
+func (r *Replayer) Replay(ctx context.Context, rd *PcapReader, name string) error {
+	r.sum.Files = append(r.sum.Files, name)
+	wall := time.Now()
+	defer func() { r.sum.Elapsed += time.Since(wall) }()
+	f := &r.frame
+	for n := 0; ; n++ {
+		if n&1023 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err := rd.Next(f)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := r.Frame(f); err != nil {
+			return err
+		}
+	}
+}
+
+// Frame runs one captured frame through the engine and counts it.
+func (r *Replayer) Frame(f *Frame) error {
+	if f.Skip != SkipNone {
+		r.sum.Skipped++
+		return nil
+	}
+	var meta packet.Meta
+	f.FillMeta(&meta)
+	meta.L2 = f.Data[:len(f.Data)-len(f.L3)]
+	v := r.w.Process(f.L3, meta)
+	r.count(f, v)
+	var w *PcapWriter
+	switch v.Action {
+	case Accept:
+		w = r.opts.Accepted
+	case Drop, Reject:
+		w = r.opts.Dropped
+	}
+	if w != nil {
+		if err := w.WriteFrame(f); err != nil {
+			return fmt.Errorf("writing packet %d: %w", f.Num, err)
+		}
+	}
+	return nil
+}
+
+func (r *Replayer) count(f *Frame, v Verdict) {
+	p := r.w.Packet()
+	s := &r.sum
+	if s.Packets == 0 {
+		r.start = f.Time
+		s.First = f.Time
+	}
+	if f.Time.After(s.Last) {
+		s.Last = f.Time
+	}
+	s.Packets++
+	s.Bytes += uint64(len(f.L3))
+	if v.Action == Held {
+		s.Held++
+		return
+	}
+	vc := &r.verdicts[v.Action]
+	vc.Packets++
+	vc.Bytes += uint64(v.Len)
+	r.reasons[v.Reason]++
+	if v.Reason == ReasonMalformed {
+		return
+	}
+	if p.Family == packet.IPv6 {
+		r.fam[1]++
+	} else {
+		r.fam[0]++
+	}
+	r.states[p.CTState]++
+
+	sec := int(f.Time.Sub(r.start) / time.Second)
+	if sec < 0 {
+		sec = 0
+	}
+	for len(r.secs) <= sec {
+		r.secs = append(r.secs, SecondCount{})
+	}
+	sc := &r.secs[sec]
+	syn := p.Proto == packet.ProtoTCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn
+	sc.Offered++
+	if syn {
+		sc.OfferedSYN++
+	}
+	if v.Action == Accept {
+		sc.Accepted++
+		if syn {
+			sc.AcceptedSYN++
+		}
+	}
+	src := r.sources[p.Src]
+	if src == nil {
+		src = &SourceCount{Addr: p.Src}
+		r.sources[p.Src] = src
+	}
+	src.Offered++
+	if syn {
+		src.SYNs++
+	}
+	if v.Action != Accept {
+		src.Dropped++
+	}
+	if v.Action == Reject && RejectWouldReply(p, v.RejectWith) {
+		s.Rejects++
+	}
+}
+
+// Summary returns the totals so far, with rule counters read from the
+// engine's rule tables (files names the rules files, for the report).
+func (r *Replayer) Summary(rules4, rules6 string) *Summary {
+	s := r.sum
+	s.Verdicts = nil
+	for _, vc := range r.verdicts[:3] {
+		s.Verdicts = append(s.Verdicts, vc)
+	}
+	s.States = nil
+	for _, st := range []packet.CTState{packet.CTNew, packet.CTEstablished, packet.CTRelated, packet.CTInvalid, packet.CTUntracked} {
+		s.States = append(s.States, StateCount{State: st.String(), Packets: r.states[st]})
+	}
+	rules := r.e.Rules()
+	s.Families = []FamilyInfo{
+		{Family: "ipv4", Rules: rules4, Packets: r.fam[0], Filtered: rules.V4 != nil},
+		{Family: "ipv6", Rules: rules6, Packets: r.fam[1], Filtered: rules.V6 != nil},
+	}
+	s.Seconds = append([]SecondCount(nil), r.secs...)
+	var top []SourceCount
+	for _, sc := range r.sources {
+		if sc.Dropped > 0 {
+			top = append(top, *sc)
+		}
+	}
+	sort.Slice(top, func(i, j int) bool {
+		if top[i].Dropped != top[j].Dropped {
+			return top[i].Dropped > top[j].Dropped
+		}
+		return top[i].Addr.Less(top[j].Addr)
+	})
+	if len(top) > r.opts.TopN {
+		top = top[:r.opts.TopN]
+	}
+	s.TopDropped = top
+	s.Chains = chainCounters(rules)
+	s.Malformed = r.reasons[ReasonMalformed]
+	s.TableFull = r.reasons[ReasonTableFull]
+	return &s
+}
+
+// chainCounters reads the live rule counters of both tables.
+func chainCounters(rules Rules) []ChainCounters {
+	var out []ChainCounters
+	for _, x := range []struct {
+		fam string
+		f   packet.Family
+		c   *ruleset.Compiled
+	}{{"ipv4", packet.IPv4, rules.V4}, {"ipv6", packet.IPv6, rules.V6}} {
+		if x.c == nil {
+			continue
+		}
+		t := x.c.Snapshot()
+		for _, ch := range ruleset.SaveOrder(t) {
+			cc := ChainCounters{Family: x.fam, Chain: ch.Name, Policy: ch.Policy.String(),
+				PolicyPackets: ch.Counters.Packets, PolicyBytes: ch.Counters.Bytes}
+			for _, rl := range ch.Rules {
+				cc.Rules = append(cc.Rules, RuleCounter{
+					Rule:    ruleset.FormatRule(ch.Name, rl, x.f),
+					Target:  targetName(rl),
+					Packets: rl.Counters.Packets,
+					Bytes:   rl.Counters.Bytes,
+				})
+			}
+			out = append(out, cc)
+		}
+	}
+	return out
+}
+
+func targetName(r *ruleset.Rule) string {
+	switch r.Target.Kind {
+	case ruleset.TargetAccept:
+		return "ACCEPT"
+	case ruleset.TargetDrop:
+		return "DROP"
+	case ruleset.TargetReturn:
+		return "RETURN"
+	case ruleset.TargetReject:
+		return "REJECT"
+	case ruleset.TargetLog:
+		return "LOG"
+	case ruleset.TargetJump, ruleset.TargetGoto:
+		return r.Target.Chain
+	}
+	return ""
+}
