@@ -679,6 +679,10 @@ func (rs *ruleState) core(key string, t token, args []token, inv bool) {
 		if !ok {
 			return
 		}
+		if inv && len(list) > 1 {
+			rs.errorf(args[0], "write one rule per address, or use -m iprange / an ipset", "! not allowed with multiple source or destination IP addresses")
+			return
+		}
 		if key == "s" {
 			rs.srcs = list
 			r.Src.Invert = inv

@@ -155,6 +155,7 @@ func TestParseOptions(t *testing.T) {
 		{"family prefix other", v4, "-6 -A INPUT -j ACCEPT", nil},
 		{"family option other", v6, "-A INPUT -4 -j ACCEPT", nil},
 		{"insert", v4, "-A INPUT -j DROP\n-I INPUT -j ACCEPT\n-I INPUT 2 -j RETURN", []string{"-A INPUT -j ACCEPT", "-A INPUT -j RETURN", "-A INPUT -j DROP"}},
+		{"insert comma list", v4, "-A INPUT -j ACCEPT\n-I INPUT 1 -s 198.18.0.1,198.18.0.2 -j DROP\n-I INPUT -d 198.18.0.3 -j DROP", []string{"-A INPUT -d 198.18.0.3/32 -j DROP", "-A INPUT -s 198.18.0.2/32 -j DROP", "-A INPUT -s 198.18.0.1/32 -j DROP", "-A INPUT -j ACCEPT"}},
 		{"two matches same module", v4, "-A INPUT -m state --state NEW -m state --state INVALID -j DROP", []string{"-A INPUT -m state --state NEW -m state --state INVALID -j DROP"}},
 		{"match order kept", v4, "-A INPUT -p tcp -m multiport --dports 1:5,7 -m tcp --dport 9 -j DROP", []string{"-A INPUT -p tcp -m multiport --dports 1:5,7 -m tcp --dport 9 -j DROP"}},
 	}
@@ -259,6 +260,7 @@ func TestParseErrors(t *testing.T) {
 		{"goto builtin target", 0, "@-A INPUT -g ACCEPT", SevError, 7, "ACCEPT", "goto needs a user-defined chain", "-j ACCEPT"},
 		{"jump loop", 0, "@-A USER -j LOGDROP\n-A LOGDROP -j USER", SevError, 5, "", "jump loop: USER -> LOGDROP -> USER", ""},
 		{"self loop", 0, "@-A USER -g USER", SevError, 5, "", "jump loop: USER -> USER", ""},
+		{"inverted address list", 0, "@-A INPUT ! -s 198.18.0.1,198.18.0.2 -j DROP", SevError, 7, "198", "! not allowed with multiple", ""},
 		{"placeholder", 0, "@-A INPUT -s x.x.x.x -j DROP", SevError, 7, "x.x.x.x", `"x.x.x.x" is a placeholder`, "replace"},
 		{"bad address", 0, "@-A INPUT -s 198.18.0.256 -j DROP", SevError, 7, "198", "invalid address", ""},
 		{"ipv6 in ipv4", 0, "@-A INPUT -s fd00:198:18::1 -j DROP", SevError, 7, "fd00", "IPv6 address fd00:198:18::1 in an ipv4 rule", "-6"},
