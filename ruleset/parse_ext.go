@@ -410,6 +410,10 @@ func init() {
 			v.Dir, v.Invert = dir, inv
 			count := 0
 			for _, e := range strings.Split(a[0].text, ",") {
+				if lo, hi, isRange := strings.Cut(e, ":"); isRange && (lo == "" || hi == "") {
+					rs.errorf(a[0], "multiport ranges need both ends, like 1024:65535", "multiport: invalid port range %q", e)
+					return
+				}
 				lo, hi, ok := rs.parsePortRange(token{text: e, col: a[0].col, width: a[0].width})
 				if !ok {
 					return

@@ -276,6 +276,7 @@ func TestParseErrors(t *testing.T) {
 		{"reversed range", 0, "@-A INPUT -p tcp --dport 20:10 -j DROP", SevError, 7, "20:10", "min > max", "10:20"},
 		{"unknown service", 0, "@-A INPUT -p tcp --dport nosuchservice -j DROP", SevError, 7, "nosuch", "invalid port/service", ""},
 		{"too many ports", 0, "@-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15:16 -j DROP", SevError, 7, "1,", "too many ports", ""},
+		{"multiport open range", 0, "@-A INPUT -p tcp -m multiport --dports 1024: -j DROP", SevError, 7, "1024:", "multiport: invalid port range", "both ends"},
 		{"bad state", 0, "@-A INPUT -m state --state ESTABLISHED,REALTED -j DROP", SevError, 7, "EST", `bad state "REALTED"`, ""},
 		{"state required", 0, "@-A INPUT -m state -j DROP", SevError, 7, "state", `"--state" must be specified`, ""},
 		{"limit not invertible", 0, "@-A INPUT -m limit ! --limit 5/s -j DROP", SevError, 7, "!", "cannot be inverted", ""},
