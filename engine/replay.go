@@ -40,6 +40,7 @@ type Replayer struct {
 	sources  map[netip.Addr]*SourceCount
 	start    time.Time
 	frame    Frame
+	last     Verdict
 }
 
 // NewReplayer returns a replayer over e.
@@ -103,6 +104,9 @@ func (r *Replayer) Replay(ctx context.Context, rd *PcapReader, name string) erro
 	}
 }
 
+// LastVerdict returns the verdict of the last frame given to Frame.
+func (r *Replayer) LastVerdict() Verdict { return r.last }
+
 // Frame runs one captured frame through the engine and counts it.
 func (r *Replayer) Frame(f *Frame) error {
 	if f.Skip != SkipNone {
@@ -113,6 +117,7 @@ func (r *Replayer) Frame(f *Frame) error {
 	f.FillMeta(&meta)
 	meta.L2 = f.Data[:len(f.Data)-len(f.L3)]
 	v := r.w.Process(f.L3, meta)
+	r.last = v
 	r.count(f, v)
 	var w *PcapWriter
 	switch v.Action {
