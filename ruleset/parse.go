@@ -212,7 +212,11 @@ func firstWords(s string, n int) string {
 func (p *parser) logical(text string, col int) {
 	toks, lerr := tokenize(text, col)
 	if lerr != nil {
-		p.errorf(token{col: lerr.col, width: lerr.width}, "close the quote; inside double quotes write \\\" for a quote character", "%s", lerr.msg)
+		hint := "close the quote; inside double quotes write \\\" for a quote character"
+		if strings.HasSuffix(strings.TrimSpace(text), "$") {
+			hint = "the line ends in '$', the mark a terminal or pager puts on a cut-off line: copy the whole line"
+		}
+		p.errorf(token{col: lerr.col, width: lerr.width}, hint, "%s", lerr.msg)
 		return
 	}
 	if len(toks) == 0 {

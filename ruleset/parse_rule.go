@@ -654,7 +654,17 @@ func (rs *ruleState) unknownOption(t token, name string) {
 			}
 		}
 	}
+	if rep, ok := obsoleteOpts[long]; ok {
+		hint = rep
+	}
 	rs.errorf(t, hint, "unknown option %q", name)
+}
+
+// obsoleteOpts are options of old iptables versions with their modern form.
+var obsoleteOpts = map[string]string{
+	"days":        "old iptables spelling; -m time now takes --weekdays",
+	"monthday":    "-m time now takes --monthdays",
+	"log-tcp-seq": "write --log-tcp-sequence",
 }
 
 // core applies a core option.
@@ -808,6 +818,10 @@ func (rs *ruleState) setTarget(key string, t, a token) {
 	if strings.ToUpper(name) != name && builtinTargets[strings.ToUpper(name)] {
 		// "-j accept": not a chain name anyone means
 		tg.Kind, tg.Chain = TargetJump, name
+		return
+	}
+	if strings.HasSuffix(name, "$") {
+		rs.errorf(a, "the line ends in '$', the mark a terminal or pager puts on a cut-off line: copy the whole line", "-j %s: the rule looks truncated", name)
 		return
 	}
 	tg.Kind, tg.Chain = TargetJump, name
