@@ -33,6 +33,7 @@ func commands() []command {
 		{"list", "list the chains of a rules file as iptables -L -n would", runList},
 		{"save", "print a rules file in canonical iptables-save form", runSave},
 		{"replay", "replay pcap files through the engine and report verdicts", runReplay},
+		{"gen", "write a generated SYN-flood capture inside 198.18.0.0/15", runGen},
 		{"run", "verdict live packets from NFQUEUE (root)", runDaemon},
 	}
 }
