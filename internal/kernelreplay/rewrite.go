@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -196,10 +197,12 @@ func RulePrefixes(rules string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// parsePrefix reads ADDR, ADDR/LEN or ADDR/DOTTED-MASK.
+// parsePrefix reads ADDR, ADDR/LEN or ADDR/DOTTED-MASK. An IPv4 address may
+// be abbreviated as iptables allows (xtables' numeric_to_ipaddr fills the
+// missing bytes with zeros): "0/0" is 0.0.0.0/0, "10/8" is 10.0.0.0/8.
 func parsePrefix(s string) (netip.Prefix, error) {
 	addr, mask, has := strings.Cut(s, "/")
-	a, err := netip.ParseAddr(addr)
+	a, err := netip.ParseAddr(completeIPv4(addr))
 	if err != nil {
 		return netip.Prefix{}, err
 	}
@@ -217,11 +220,21 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		}
 		return netip.PrefixFrom(a, n).Masked(), nil
 	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, err
+	n, err := strconv.Atoi(mask)
+	if err != nil || n < 0 || n > a.BitLen() {
+		return netip.Prefix{}, fmt.Errorf("bad prefix length %q in %q", mask, s)
 	}
-	return p.Masked(), nil
+	return netip.PrefixFrom(a, n).Masked(), nil
+}
+
+// completeIPv4 turns an abbreviated IPv4 address of one to three
+// dot-separated numbers into four ("10" → "10.0.0.0", "10.1" → "10.1.0.0");
+// anything else is returned as it is.
+func completeIPv4(s string) string {
+	if s == "" || strings.Count(s, ".") >= 3 || strings.Trim(s, "0123456789.") != "" {
+		return s
+	}
+	return s + strings.Repeat(".0", 3-strings.Count(s, "."))
 }
 
 // RewriteRules replaces every address and prefix the rules name (see

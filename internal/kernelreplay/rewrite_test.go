@@ -363,6 +363,21 @@ func TestRewriteRules(t *testing.T) {
 	if regexp.MustCompile(`\b(10|192|8)\.\d+\.\d+\.\d+`).MatchString(out) {
 		t.Errorf("outside address left in rules:\n%s", out)
 	}
+	// iptables' abbreviated IPv4 forms (the article's "-s 0/0 -d 0/0").
+	for _, c := range []struct{ in, want string }{
+		{"0/0", "0.0.0.0/0"}, {"10/8", "10.0.0.0/8"}, {"10.1", "10.1.0.0/32"}, {"198.18/15", "198.18.0.0/15"},
+		{"fd00::/8", "fd00::/8"}, {"1.2.3.4/255.255.0.0", "1.2.0.0/16"},
+	} {
+		ps, err := RulePrefixes("-A INPUT -s " + c.in + " -j ACCEPT")
+		if err != nil || len(ps) != 1 || ps[0] != netip.MustParsePrefix(c.want) {
+			t.Errorf("RulePrefixes(-s %s) = %v, %v; want %s", c.in, ps, err, c.want)
+		}
+	}
+	for _, bad := range []string{"10./8", "1.2.3.4/33", "1.2.3.4/x", "fd00::/129"} {
+		if ps, err := RulePrefixes("-A INPUT -s " + bad + " -j ACCEPT"); err == nil {
+			t.Errorf("RulePrefixes(-s %s) = %v, want an error", bad, ps)
+		}
+	}
 	if _, err := RulePrefixes("-A INPUT -s 10.0.0.0/255.0.255.0 -j DROP"); err == nil {
 		t.Error("non-contiguous mask accepted")
 	}
