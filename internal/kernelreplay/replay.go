@@ -161,7 +161,12 @@ type PacketResult struct {
 	Family  int // 4 or 6
 	Len     int
 	Verdict Verdict
-	Err     string `json:",omitempty"`
+	// At is when the packet was sent, from the start of the injection: the
+	// kernel's clock for -m limit / -m hashlimit, which a comparison replays
+	// the packet at (the schedule is only kept to within the scheduler's
+	// latency).
+	At  time.Duration
+	Err string `json:",omitempty"`
 }
 
 // Result is what one kernel replay saw.
@@ -669,7 +674,7 @@ func inject(ctx context.Context, cfg Config, pl *plan, in *injectors, res *Resul
 		if h.v6 {
 			fam, etype = 6, 0x86dd
 		}
-		pr := PacketResult{Index: p.Index, Hook: pl.hooks[i], Family: fam, Len: len(p.L3)}
+		pr := PacketResult{Index: p.Index, Hook: pl.hooks[i], Family: fam, Len: len(p.L3), At: time.Since(start)}
 		var err error
 		switch pl.hooks[i] {
 		case HookOutput:

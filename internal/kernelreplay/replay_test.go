@@ -329,6 +329,12 @@ func TestKernelReplayKeepTiming(t *testing.T) {
 	if c := Counters(res.Save4)["filter/INPUT"]; c != (Counter{3, 180}) {
 		t.Errorf("INPUT policy %v, want [3:180]", c)
 	}
+	// Each packet's send time is at or after its place in the capture.
+	for i, v := range res.Verdicts {
+		if want := pkts[i].Time.Sub(pkts[0].Time); v.At < want || v.At > res.Duration {
+			t.Errorf("packet %d sent at %v, due at %v (injection %v)", v.Index, v.At, want, res.Duration)
+		}
+	}
 }
 
 func TestRunRefusesBadInput(t *testing.T) {
