@@ -72,8 +72,8 @@ func (rs *ruleState) parseAddr(t token, e string, fam packet.Family) ([]netip.Pr
 		}
 	}
 	var addrs []netip.Addr
-	if host == "0" && fam == packet.IPv4 {
-		addrs = []netip.Addr{netip.IPv4Unspecified()}
+	if a, ok := parseIPv4Loose(host); ok && fam == packet.IPv4 {
+		addrs = []netip.Addr{a}
 	} else if a, err := netip.ParseAddr(host); err == nil {
 		if a.Zone() != "" {
 			rs.errorf(t, "", "address %q has a zone", host)
@@ -174,4 +174,24 @@ func parseAddrOrPrefix(s string, fam packet.Family) (netip.Prefix, error) {
 		}
 	}
 	return a.Prefix(n)
+}
+
+// parseIPv4Loose parses an IPv4 address as iptables does
+// (xtables_numeric_to_ipaddr): one to four parts, each a C number (decimal,
+// 0x hex or 0 octal) up to 255, missing trailing parts zero ("198.18/15",
+// "0/0").
+func parseIPv4Loose(s string) (netip.Addr, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 4 || s == "" {
+		return netip.Addr{}, false
+	}
+	var b [4]byte
+	for i, p := range parts {
+		v, err := strconv.ParseUint(p, 0, 8)
+		if err != nil || p == "" || strings.HasPrefix(p, "+") || strings.Contains(p, "_") {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(v)
+	}
+	return netip.AddrFrom4(b), true
 }

@@ -56,6 +56,8 @@ func TestParseOptions(t *testing.T) {
 		{"source host", v4, "-A INPUT -s 198.18.1.2 -j DROP", []string{"-A INPUT -s 198.18.1.2/32 -j DROP"}},
 		{"source prefix masked", v4, "-A INPUT -s 198.18.1.5/24 -j DROP", []string{"-A INPUT -s 198.18.1.0/24 -j DROP"}},
 		{"dotted netmask", v4, "-A INPUT -s 198.18.0.0/255.254.0.0 -j DROP", []string{"-A INPUT -s 198.18.0.0/15 -j DROP"}},
+		{"abbreviated addresses", v4, "-A INPUT -s 198.18/15 -d 198.18.1 -j DROP", []string{"-A INPUT -s 198.18.0.0/15 -d 198.18.1.0/32 -j DROP"}},
+		{"hex and octal address parts", v4, "-A INPUT -s 0xc6.18.0.010 -j DROP", []string{"-A INPUT -s 198.18.0.8/32 -j DROP"}},
 		{"zero slash zero", v4, "-A INPUT -s 0/0 -d 0.0.0.0/0 -j DROP", []string{"-A INPUT -j DROP"}},
 		{"inverted any", v4, "-A INPUT ! -s 0/0 -j DROP", []string{"-A INPUT ! -s 0.0.0.0/0 -j DROP"}},
 		{"long options", v4, "--append INPUT --protocol tcp --source 198.18.0.1 --destination 198.18.0.2 --in-interface eth0 --jump ACCEPT",
