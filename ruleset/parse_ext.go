@@ -49,9 +49,18 @@ func (m *modState) label() string {
 var modDefs map[string]*modDef
 var tdefs map[string]*modDef
 
-// parseUint parses a decimal (or, with base 0, 0x-prefixed) number up to max.
+// parseUint parses a number up to max as iptables' xtables_strtoui does
+// (strtoul with base 0): decimal, 0x hex or 0-prefixed octal. The base
+// argument is ignored; it documents what the option's man page shows.
 func parseUint(s string, base int, max uint64) (uint64, bool) {
-	v, err := strconv.ParseUint(s, base, 64)
+	_ = base
+	if s == "" || strings.ContainsAny(s, "_+-") {
+		return 0, false
+	}
+	if len(s) > 1 && s[0] == '0' && strings.ContainsAny(s[1:2], "bBoO") {
+		return 0, false // Go's base-0 prefixes that C does not know
+	}
+	v, err := strconv.ParseUint(s, 0, 64)
 	if err != nil || v > max {
 		return 0, false
 	}

@@ -2,7 +2,6 @@ package ruleset
 
 import (
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -45,7 +44,7 @@ func protoNamesList() []string {
 
 // parseProto parses a -p argument: a number, a name, or "all".
 func parseProto(s string) (num uint8, any bool, ok bool) {
-	if n, err := strconv.ParseUint(s, 10, 8); err == nil {
+	if n, ok := parseUint(s, 0, 255); ok {
 		return uint8(n), n == 0, true
 	}
 	l := strings.ToLower(s)

@@ -58,6 +58,7 @@ func TestParseOptions(t *testing.T) {
 		{"dotted netmask", v4, "-A INPUT -s 198.18.0.0/255.254.0.0 -j DROP", []string{"-A INPUT -s 198.18.0.0/15 -j DROP"}},
 		{"abbreviated addresses", v4, "-A INPUT -s 198.18/15 -d 198.18.1 -j DROP", []string{"-A INPUT -s 198.18.0.0/15 -d 198.18.1.0/32 -j DROP"}},
 		{"hex and octal address parts", v4, "-A INPUT -s 0xc6.18.0.010 -j DROP", []string{"-A INPUT -s 198.18.0.8/32 -j DROP"}},
+		{"C numbers", v4, "-A INPUT -p 0x6 --dport 022 -m multiport --sports 010,0x10:0x20 -m length --length 010 -j DROP", []string{"-A INPUT -p tcp -m tcp --dport 18 -m multiport --sports 8,16:32 -m length --length 8 -j DROP"}},
 		{"zero slash zero", v4, "-A INPUT -s 0/0 -d 0.0.0.0/0 -j DROP", []string{"-A INPUT -j DROP"}},
 		{"inverted any", v4, "-A INPUT ! -s 0/0 -j DROP", []string{"-A INPUT ! -s 0.0.0.0/0 -j DROP"}},
 		{"long options", v4, "--append INPUT --protocol tcp --source 198.18.0.1 --destination 198.18.0.2 --in-interface eth0 --jump ACCEPT",
