@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -57,6 +58,10 @@ func Load(name string, data []byte, opts LoadOptions) (*File, Diagnostics) {
 	p := &parser{opts: opts, name: name, file: &File{Name: name, Family: opts.Family},
 		ruleSrc: map[*Rule]string{}, reported: map[int]bool{}}
 	p.run(string(data))
+	sort.SliceStable(p.diags, func(i, j int) bool {
+		a, b := p.diags[i].Pos, p.diags[j].Pos
+		return a.Line < b.Line || a.Line == b.Line && a.Col < b.Col
+	})
 	return p.file, p.diags
 }
 
@@ -448,7 +453,7 @@ func (p *parser) commitTable() {
 				p.reported[tok.col+1000*p.line] = true
 				msg := fmt.Sprintf("%s %s: no chain or target named %q", kind, r.Target.Chain, r.Target.Chain)
 				hint := "declare the chain with :" + r.Target.Chain + " - [0:0] or -N " + r.Target.Chain
-				if s := suggestName(r.Target.Chain, chainNames(tb)); s != "" {
+				if s := suggestName(r.Target.Chain, append(chainNames(tb), "ACCEPT", "DROP", "RETURN", "REJECT", "LOG")); s != "" && !builtinChain(tb, s) {
 					msg += fmt.Sprintf("; did you mean %q?", s)
 					hint = ""
 				}
@@ -569,4 +574,9 @@ func editDistance(a, b string) int {
 		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(rb)]
+}
+
+func builtinChain(tb *Table, name string) bool {
+	c := tb.Chain(name)
+	return c != nil && c.Builtin
 }

@@ -259,6 +259,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing space", 0, "@-A USER-p tcp -j DROP", SevError, 7, "USER-p", `unknown chain "USER-p"; did you mean "USER -p"?`, "space is missing"},
 		{"unknown chain suggestion", 0, "@-A USR -j DROP", SevError, 7, "USR", `unknown chain "USR"; did you mean "USER"?`, ""},
 		{"unknown jump", 0, "@-A INPUT -j LOGDRP", SevError, 7, "LOGDRP", `no chain or target named "LOGDRP"; did you mean "LOGDROP"?`, ""},
+		{"target in lower case", 0, "@-A INPUT -j accept", SevError, 7, "accept", `no chain or target named "accept"; did you mean "ACCEPT"?`, ""},
 		{"jump to builtin", 0, "@-A INPUT -j OUTPUT", SevError, 7, "OUTPUT", "cannot jump to built-in chain OUTPUT", ""},
 		{"goto builtin target", 0, "@-A INPUT -g ACCEPT", SevError, 7, "ACCEPT", "goto needs a user-defined chain", "-j ACCEPT"},
 		{"jump loop", 0, "@-A USER -j LOGDROP\n-A LOGDROP -j USER", SevError, 5, "", "jump loop: USER -> LOGDROP -> USER", ""},
