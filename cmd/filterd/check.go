@@ -64,13 +64,9 @@ func (o *loadFlags) loadOptions(ctx context.Context) ruleset.LoadOptions {
 		fam = packet.IPv6
 	}
 	return ruleset.LoadOptions{
-		Family: fam,
-		Strict: o.strict,
-		Resolve: func(host string) ([]netip.Addr, error) {
-			c, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return net.DefaultResolver.LookupNetIP(c, "ip", host)
-		},
+		Family:  fam,
+		Strict:  o.strict,
+		Resolve: newResolver(ctx, net.DefaultResolver.LookupNetIP, 5*time.Second),
 		LookupUser: func(name string) (uint32, error) {
 			u, err := user.Lookup(name)
 			if err != nil {
@@ -202,4 +198,33 @@ func Summary(f *ruleset.File) string {
 		fmt.Fprintf(&b, "  skipped table *%s (line %d): left to the kernel\n", s.Name, s.Pos.Line)
 	}
 	return b.String()
+}
+
+// newResolver wraps a lookup function for LoadOptions.Resolve: answers are
+// cached, each lookup is bounded by timeout, and after one lookup times out
+// (no DNS reachable) the others fail at once instead of waiting in turn.
+func newResolver(ctx context.Context, lookup func(context.Context, string, string) ([]netip.Addr, error), timeout time.Duration) func(string) ([]netip.Addr, error) {
+	type answer struct {
+		addrs []netip.Addr
+		err   error
+	}
+	cache := map[string]answer{}
+	var down error
+	return func(host string) ([]netip.Addr, error) {
+		if a, ok := cache[host]; ok {
+			return a.addrs, a.err
+		}
+		if down != nil {
+			return nil, down
+		}
+		c, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		addrs, err := lookup(c, "ip", host)
+		if err != nil && c.Err() != nil {
+			down = fmt.Errorf("DNS lookups time out: %w", err)
+			err = down
+		}
+		cache[host] = answer{addrs, err}
+		return addrs, err
+	}
 }

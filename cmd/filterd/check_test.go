@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/filterd/filterd/ruleset"
 )
@@ -109,5 +111,34 @@ func TestCheckCorpusExitStatus(t *testing.T) {
 	}
 	if _, err := os.Stat(files[0]); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResolverCachesAndGivesUp: one lookup per name, and no further waits
+// once a lookup has timed out.
+func TestResolverCachesAndGivesUp(t *testing.T) {
+	calls := map[string]int{}
+	lookup := func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+		calls[host]++
+		if host == "slow.example" {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return []netip.Addr{netip.MustParseAddr("198.18.0.7")}, nil
+	}
+	res := newResolver(context.Background(), lookup, 10*time.Millisecond)
+	for i := 0; i < 3; i++ {
+		if a, err := res("fast.example"); err != nil || len(a) != 1 {
+			t.Fatalf("fast: %v %v", a, err)
+		}
+	}
+	if _, err := res("slow.example"); err == nil {
+		t.Fatal("slow lookup succeeded")
+	}
+	if _, err := res("other.example"); err == nil || !strings.Contains(err.Error(), "time out") {
+		t.Fatalf("after a timeout: %v", err)
+	}
+	if calls["fast.example"] != 1 || calls["slow.example"] != 1 || calls["other.example"] != 0 {
+		t.Errorf("calls = %v", calls)
 	}
 }
