@@ -109,6 +109,7 @@ type Decoder struct {
 	l4Proto    uint8 // IPv6 upper-layer protocol after extension headers
 	err        DecodeError
 	verifyCsum bool
+	noFast     bool // tests: always take the general (DecodingLayerParser) path
 
 	// transport header pre-check (see checkL4)
 	fragPkt bool // the datagram is a fragment (first or not)
@@ -181,6 +182,10 @@ func (d *Decoder) fail(p *packet.Packet, layer string, kind error, what string, 
 // error is a *DecodeError (owned by the Decoder) matching ErrTruncated,
 // ErrMalformed or ErrUnsupported. The L4 checksum is verified unless the
 // packet is a fragment, truncated, or p.Local (see SetVerifyChecksums).
+//
+// Whole, unfragmented TCP and UDP packets over IPv4 without options or
+// IPv6 without extension headers are decoded by hand (decodeFast), with
+// results identical to the DecodingLayerParser's, which handles the rest.
 func (d *Decoder) Decode(data []byte, p *packet.Packet) error {
 	meta := p.Meta
 	p.Reset()
@@ -189,6 +194,9 @@ func (d *Decoder) Decode(data []byte, p *packet.Packet) error {
 		p.ExtHeaders = make([]uint8, 0, maxExtHeaders) // once per Packet value
 	}
 	p.L3 = data
+	if d.decodeFast(data, p) {
+		return nil
+	}
 	if len(data) == 0 {
 		return d.fail(p, "ip", ErrTruncated, "empty packet", 0, 1, nil)
 	}

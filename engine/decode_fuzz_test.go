@@ -40,9 +40,16 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b)
 	}
 	d := NewDecoder()
+	general := NewDecoder()
+	general.noFast = true
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var p packet.Packet
+		var p, pg packet.Packet
 		err := d.Decode(b, &p)
+		// The hand-written fast path and gopacket's DecodingLayerParser
+		// agree on every field and error.
+		if diff := diffDecode(&p, &pg, err, general.Decode(b, &pg)); diff != "" {
+			t.Fatalf("fast and general decode differ: %s", diff)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnsupported) {
 				t.Fatalf("error of unknown kind: %v", err)

@@ -22,7 +22,8 @@ func TestDecodeMatchesGopacket(t *testing.T) {
 		t.Fatalf("only %d captures in %s", len(files), pcapDir)
 	}
 	d := NewDecoder()
-	total, inner := 0, 0
+	total, inner, fast := 0, 0, 0
+	var scratch packet.Packet
 	for _, fn := range files {
 		r, err := OpenPcapFile(fn)
 		if err != nil {
@@ -43,6 +44,9 @@ func TestDecodeMatchesGopacket(t *testing.T) {
 				t.Errorf("%s #%d: %v", filepath.Base(fn), f.Num, err)
 				continue
 			}
+			if d.decodeFast(f.L3, &scratch) {
+				fast++ // Decode took the hand-written fast path
+			}
 			first := layers.LayerTypeIPv4
 			if p.Family == packet.IPv6 {
 				first = layers.LayerTypeIPv6
@@ -57,7 +61,10 @@ func TestDecodeMatchesGopacket(t *testing.T) {
 	if total != 3001 || inner != 29 { // IP frames in testdata (see TestPcapFiles), ICMP errors quoting a header
 		t.Errorf("compared %d packets, %d ICMP inner headers", total, inner)
 	}
-	t.Logf("compared %d packets and %d quoted headers with gopacket.NewPacket", total, inner)
+	if fast < total/2 || fast == total {
+		t.Errorf("%d of %d packets took the fast path: both paths must be compared", fast, total)
+	}
+	t.Logf("compared %d packets (%d through the fast path) and %d quoted headers with gopacket.NewPacket", total, fast, inner)
 }
 
 func itoa(n int) string {
