@@ -391,8 +391,7 @@ func (p *parser) declareChain(toks []token) {
 		if len(toks) > 2 {
 			ct, ok := parseCounters(toks[2].text)
 			if !ok {
-				p.errorf(toks[2], "counters are written [packets:bytes]", "invalid policy counters %q for chain %s", toks[2].text, name)
-				return
+				p.diag(SevWarning, toks[2], "counters are written [packets:bytes]", "invalid policy counters %q for chain %s ignored (iptables-restore -c rejects them)", toks[2].text, name)
 			}
 			c.Counters = ct
 			if len(toks) > 3 {
@@ -467,11 +466,17 @@ func (p *parser) commitTable() {
 	}
 	p.line, p.src = saveLine, saveSrc
 	if refsOK {
-		if loop := findLoop(tb); loop != nil {
+		if loop, reached := findLoop(tb); loop != nil {
 			c := tb.Chain(loop[0])
-			p.diags = append(p.diags, Diagnostic{Pos: c.Pos, Severity: SevError,
+			d := Diagnostic{Pos: c.Pos, Severity: SevError,
 				Msg:  "jump loop: " + strings.Join(loop, " -> "),
-				Hint: "iptables-restore rejects rule sets where a chain can reach itself through -j/-g"})
+				Hint: "iptables-restore rejects rule sets where a chain can reach itself through -j/-g"}
+			if !reached {
+				d.Severity = SevWarning
+				d.Msg += " (no built-in chain reaches it, so iptables-restore accepts it)"
+				d.Hint = "a jump to any of these chains would be rejected"
+			}
+			p.diags = append(p.diags, d)
 		}
 	}
 	p.file.Filter = tb
@@ -485,8 +490,10 @@ func chainNames(tb *Table) []string {
 	return out
 }
 
-// findLoop returns a cycle of chain names (first == last), or nil.
-func findLoop(tb *Table) []string {
+// findLoop returns a cycle of chain names (first == last), or nil, and
+// whether a built-in chain reaches the cycle. Cycles reachable from built-in
+// chains are looked for first: the kernel rejects only those.
+func findLoop(tb *Table) ([]string, bool) {
 	const (
 		white = iota
 		grey
@@ -525,12 +532,14 @@ func findLoop(tb *Table) []string {
 		color[c.Name] = black
 		return false
 	}
-	for _, c := range tb.Chains {
-		if color[c.Name] == white && visit(c) {
-			return found
+	for _, builtin := range []bool{true, false} {
+		for _, c := range tb.Chains {
+			if c.Builtin == builtin && color[c.Name] == white && visit(c) {
+				return found, builtin
+			}
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // suggestName returns the candidate closest to s (edit distance at most 2,

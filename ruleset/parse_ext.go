@@ -320,23 +320,49 @@ func (rs *ruleState) icmpType(t token, v6 bool, inv bool) (*ICMPMatch, bool) {
 
 var addrTypeNames = []string{"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"}
 
-var rejectNames = map[string]RejectWith{
-	"icmp-net-unreachable": RejectICMPNetUnreachable, "net-unreach": RejectICMPNetUnreachable,
-	"icmp-host-unreachable": RejectICMPHostUnreachable, "host-unreach": RejectICMPHostUnreachable,
-	"icmp-port-unreachable": RejectICMPPortUnreachable, "port-unreach": RejectICMPPortUnreachable,
-	"icmp-proto-unreachable": RejectICMPProtoUnreachable, "proto-unreach": RejectICMPProtoUnreachable,
-	"icmp-net-prohibited": RejectICMPNetProhibited, "net-prohib": RejectICMPNetProhibited,
-	"icmp-host-prohibited": RejectICMPHostProhibited, "host-prohib": RejectICMPHostProhibited,
-	"icmp-admin-prohibited": RejectICMPAdminProhibited, "admin-prohib": RejectICMPAdminProhibited,
-	"tcp-reset": RejectTCPReset, "tcp-rst": RejectTCPReset,
+// rejectTable and reject6Table are REJECT's --reject-with names and aliases
+// in iptables' table order: iptables takes the first entry that the argument
+// is a case-insensitive prefix of ("icmp-host-unreach", "tcp-").
+var rejectTable = []struct {
+	name, alias string
+	v           RejectWith
+}{
+	{"icmp-net-unreachable", "net-unreach", RejectICMPNetUnreachable},
+	{"icmp-host-unreachable", "host-unreach", RejectICMPHostUnreachable},
+	{"icmp-proto-unreachable", "proto-unreach", RejectICMPProtoUnreachable},
+	{"icmp-port-unreachable", "port-unreach", RejectICMPPortUnreachable},
+	{"icmp-net-prohibited", "net-prohib", RejectICMPNetProhibited},
+	{"icmp-host-prohibited", "host-prohib", RejectICMPHostProhibited},
+	{"tcp-reset", "tcp-rst", RejectTCPReset},
+	{"icmp-admin-prohibited", "admin-prohib", RejectICMPAdminProhibited},
 }
 
-var reject6Names = map[string]RejectWith{
-	"icmp6-no-route": RejectICMP6NoRoute, "no-route": RejectICMP6NoRoute,
-	"icmp6-adm-prohibited": RejectICMP6AdmProhibited, "adm-prohibited": RejectICMP6AdmProhibited,
-	"icmp6-addr-unreachable": RejectICMP6AddrUnreachable, "addr-unreach": RejectICMP6AddrUnreachable,
-	"icmp6-port-unreachable": RejectICMP6PortUnreachable, "port-unreach": RejectICMP6PortUnreachable,
-	"tcp-reset": RejectTCPReset,
+var reject6Table = []struct {
+	name, alias string
+	v           RejectWith
+}{
+	{"icmp6-no-route", "no-route", RejectICMP6NoRoute},
+	{"icmp6-adm-prohibited", "adm-prohibited", RejectICMP6AdmProhibited},
+	{"icmp6-addr-unreachable", "addr-unreach", RejectICMP6AddrUnreachable},
+	{"icmp6-port-unreachable", "port-unreach", RejectICMP6PortUnreachable},
+	{"tcp-reset", "tcp-reset", RejectTCPReset},
+	{"icmp6-policy-fail", "policy-fail", 255},
+	{"icmp6-reject-route", "reject-route", 255},
+}
+
+// lookupReject finds a --reject-with argument as iptables does.
+func lookupReject(arg string, v6 bool) (RejectWith, string, bool) {
+	tbl := rejectTable
+	if v6 {
+		tbl = reject6Table
+	}
+	l := strings.ToLower(arg)
+	for _, e := range tbl {
+		if strings.HasPrefix(e.name, l) || strings.HasPrefix(e.alias, l) {
+			return e.v, e.name, true
+		}
+	}
+	return 0, "", false
 }
 
 var logLevels = map[string]uint8{"emerg": 0, "panic": 0, "alert": 1, "crit": 2, "err": 3, "error": 3,
@@ -1111,21 +1137,22 @@ func init() {
 			return t
 		},
 			opts: []optDef{{name: "reject-with", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-				names := rejectNames
-				if rs.p.opts.Family == packet.IPv6 {
-					names = reject6Names
+				v6 := rs.p.opts.Family == packet.IPv6
+				rw, name, ok := lookupReject(a[0].text, v6)
+				if ok && rw == 255 {
+					rs.unsupportedf(a[0], "REJECT --reject-with %s is not supported by filterd yet", name)
+					return
 				}
-				rw, ok := names[a[0].text]
 				if !ok {
-					if rs.p.opts.Family == packet.IPv6 && (a[0].text == "icmp6-policy-fail" || a[0].text == "policy-fail" || a[0].text == "icmp6-reject-route" || a[0].text == "reject-route") {
-						rs.unsupportedf(a[0], "REJECT --reject-with %s is not supported by filterd yet", a[0].text)
-						return
-					}
 					var cands []string
-					for n := range names {
-						cands = append(cands, n)
+					tbl := rejectTable
+					if v6 {
+						tbl = reject6Table
 					}
-					hint := ""
+					for _, e := range tbl {
+						cands = append(cands, e.name)
+					}
+					hint := "types are " + strings.Join(cands, ", ")
 					if s := suggestName(a[0].text, cands); s != "" {
 						hint = fmt.Sprintf("did you mean %q?", s)
 					}
@@ -1159,15 +1186,16 @@ func init() {
 					m.val.(*Target).Log.Level = l
 				}},
 				{name: "log-prefix", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-					if len(a[0].text) > 29 {
-						rs.errorf(a[0], "shorten the prefix", "LOG: --log-prefix is at most 29 characters (this one has %d)", len(a[0].text))
-						return
+					pre := a[0].text
+					if len(pre) > 29 {
+						rs.p.diag(SevWarning, a[0], "shorten the prefix", "LOG: --log-prefix is cut to its first 29 characters %q, as iptables does", pre[:29])
+						pre = pre[:29]
 					}
 					if a[0].text == "" {
 						rs.errorf(a[0], "", "LOG: --log-prefix must not be empty")
 						return
 					}
-					m.val.(*Target).Log.Prefix = a[0].text
+					m.val.(*Target).Log.Prefix = pre
 				}},
 				flag("log-tcp-sequence", func(m *modState) { m.val.(*Target).Log.TCPSequence = true }),
 				flag("log-tcp-options", func(m *modState) { m.val.(*Target).Log.TCPOptions = true }),

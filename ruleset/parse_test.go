@@ -148,8 +148,12 @@ func TestParseOptions(t *testing.T) {
 		{"reject default v6", v6, "-A INPUT -j REJECT", []string{"-A INPUT -j REJECT --reject-with icmp6-port-unreachable"}},
 		{"reject alias", v4, "-A INPUT -j REJECT --reject-with host-prohib", []string{"-A INPUT -j REJECT --reject-with icmp-host-prohibited"}},
 		{"reject v6 types", v6, "-A INPUT -j REJECT --reject-with adm-prohibited", []string{"-A INPUT -j REJECT --reject-with icmp6-adm-prohibited"}},
+		{"reject prefix", v4, "-A INPUT -j REJECT --reject-with ICMP-HOST-P", []string{"-A INPUT -j REJECT --reject-with icmp-host-prohibited"}},
+		{"reject shortest prefix", v4, "-A INPUT -j REJECT --reject-with icmp-", []string{"-A INPUT -j REJECT --reject-with icmp-net-unreachable"}},
+		{"reject unreach alias prefix", v4, "-A INPUT -j REJECT --reject-with icmp-host-unreach", []string{"-A INPUT -j REJECT --reject-with icmp-host-unreachable"}},
 		{"log level name", v4, "-A INPUT -j LOG --log-level alert", []string{"-A INPUT -j LOG --log-level 1"}},
 		{"log default level", v4, "-A INPUT -j LOG --log-level warning --log-prefix x", []string{"-A INPUT -j LOG --log-prefix x"}},
+		{"log prefix cut", v4, `-A INPUT -j LOG --log-prefix "0123456789012345678901234567890"`, []string{"-A INPUT -j LOG --log-prefix 01234567890123456789012345678"}},
 		{"log prefix quoted", v4, `-A INPUT -j LOG --log-prefix "Dropped: "`, []string{`-A INPUT -j LOG --log-prefix "Dropped: "`}},
 		{"log flags", v4, "-A INPUT -j LOG --log-uid --log-macdecode --log-ip-options --log-tcp-options --log-tcp-sequence", []string{"-A INPUT -j LOG --log-tcp-sequence --log-tcp-options --log-ip-options --log-uid --log-macdecode"}},
 		{"counters prefix", v4, "[7:700] -A INPUT -j ACCEPT", []string{"-A INPUT -j ACCEPT"}},
@@ -169,7 +173,7 @@ func TestParseOptions(t *testing.T) {
 				src = "*filter\n:FWALL - [0:0]\n" + tc.rule + "\nCOMMIT\n"
 			}
 			f, ds := Load("t.rules", []byte(src), LoadOptions{Family: tc.fam})
-			if len(ds) != 0 {
+			if len(ds) != 0 && !(tc.name == "log prefix cut" && len(ds) == 1 && ds[0].Severity == SevWarning) {
 				t.Fatalf("unexpected diagnostics:\n%s", diagText(ds))
 			}
 			chain := ""
@@ -240,109 +244,115 @@ func TestParseAST(t *testing.T) {
 	}
 }
 
+// parseErrorCases are mistakes (errors) and valid-but-unimplemented options
+// (unsupported); TestParseErrors checks filterd's diagnostics and
+// TestErrorsMatchKernel checks iptables-restore's verdict on the same text.
+var parseErrorCases = []struct {
+	name string
+	fam  packet.Family
+	src  string // whole file; a leading "@" wraps rule lines into a table (they start on line 7)
+	sev  Severity
+	line int
+	at   string // the diagnostic points at the first occurrence of this text on its line ("" = column 1)
+	msg  string
+	hint string
+}{
+	{"old style negation", 0, "@-A INPUT -d ! 198.18.0.1 -j DROP", SevError, 7, "!", "old-style negation", `write "! -d 198.18.0.1"`},
+	{"old style negation ext", 0, "@-A INPUT -p tcp --dport ! 22 -j DROP", SevError, 7, "!", "old-style negation", `"! --dport 22"`},
+	{"en dash", 0, "@-A INPUT –p tcp -j DROP", SevError, 7, "–p", `"–p" starts with an en dash (U+2013); did you mean "-p"?`, "ASCII"},
+	{"missing space", 0, "@-A USER-p tcp -j DROP", SevError, 7, "USER-p", `unknown chain "USER-p"; did you mean "USER -p"?`, "space is missing"},
+	{"unknown chain suggestion", 0, "@-A USR -j DROP", SevError, 7, "USR", `unknown chain "USR"; did you mean "USER"?`, ""},
+	{"unknown jump", 0, "@-A INPUT -j LOGDRP", SevError, 7, "LOGDRP", `no chain or target named "LOGDRP"; did you mean "LOGDROP"?`, ""},
+	{"target in lower case", 0, "@-A INPUT -j accept", SevError, 7, "accept", `no chain or target named "accept"; did you mean "ACCEPT"?`, ""},
+	{"jump to builtin", 0, "@-A INPUT -j OUTPUT", SevError, 7, "OUTPUT", "cannot jump to built-in chain OUTPUT", ""},
+	{"goto builtin target", 0, "@-A INPUT -g ACCEPT", SevError, 7, "ACCEPT", "goto needs a user-defined chain", "-j ACCEPT"},
+	{"jump loop", 0, "@-A INPUT -j USER\n-A USER -j LOGDROP\n-A LOGDROP -j USER", SevError, 5, "", "jump loop: USER -> LOGDROP -> USER", ""},
+	{"unreached jump loop", 0, "@-A USER -j LOGDROP\n-A LOGDROP -j USER", SevWarning, 5, "", "jump loop: USER -> LOGDROP -> USER (no built-in chain reaches it", ""},
+	{"self loop", 0, "@-A FORWARD -j USER\n-A USER -g USER", SevError, 5, "", "jump loop: USER -> USER", ""},
+	{"inverted address list", 0, "@-A INPUT ! -s 198.18.0.1,198.18.0.2 -j DROP", SevError, 7, "198", "! not allowed with multiple", ""},
+	{"placeholder", 0, "@-A INPUT -s x.x.x.x -j DROP", SevError, 7, "x.x.x.x", `"x.x.x.x" is a placeholder`, "replace"},
+	{"bad address", 0, "@-A INPUT -s 198.18.0.256 -j DROP", SevError, 7, "198", "invalid address", ""},
+	{"ipv6 in ipv4", 0, "@-A INPUT -s fd00:198:18::1 -j DROP", SevError, 7, "fd00", "IPv6 address fd00:198:18::1 in an ipv4 rule", "-6"},
+	{"bad prefix len", 0, "@-A INPUT -s 198.18.0.0/33 -j DROP", SevError, 7, "198", "invalid prefix length", ""},
+	{"unknown protocol", 0, "@-A INPUT -p tpc -j DROP", SevError, 7, "tpc", `unknown protocol "tpc"`, `did you mean "tcp"?`},
+	{"dport without proto", 0, "@-A INPUT --dport 22 -j ACCEPT", SevError, 7, "--dport", `unknown option "--dport"`, "-p tcp"},
+	{"syn without proto", 0, "@-A INPUT -j ACCEPT --syn", SevError, 7, "--syn", `unknown option "--syn"`, "-p tcp"},
+	{"tcp match needs proto", 0, "@-A INPUT -m tcp --dport 22 -j DROP", SevError, 7, "tcp", "TCP match requires '-p tcp'", ""},
+	{"multiport needs proto", 0, "@-A INPUT -m multiport --dports 22 -j DROP", SevError, 7, "multiport", "multiport needs", ""},
+	{"icmp needs proto", 0, "@-A INPUT -m icmp --icmp-type 8 -j DROP", SevError, 7, "icmp", "icmp match requires '-p icmp'", ""},
+	{"bad port", 0, "@-A INPUT -p tcp --dport 70000 -j DROP", SevError, 7, "70000", `invalid port/service "70000"`, ""},
+	{"port range dash", 0, "@-A INPUT -p tcp --dport 1024-2000 -j DROP", SevError, 7, "1024", "invalid port/service", "colon"},
+	{"reversed range", 0, "@-A INPUT -p tcp --dport 20:10 -j DROP", SevError, 7, "20:10", "min > max", "10:20"},
+	{"unknown service", 0, "@-A INPUT -p tcp --dport nosuchservice -j DROP", SevError, 7, "nosuch", "invalid port/service", ""},
+	{"too many ports", 0, "@-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15:16 -j DROP", SevError, 7, "1,", "too many ports", ""},
+	{"multiport open range", 0, "@-A INPUT -p tcp -m multiport --dports 1024: -j DROP", SevError, 7, "1024:", "multiport: invalid port range", "both ends"},
+	{"truncated line", 0, `@-A INPUT -m comment --comment "See the Oracle-Provided Images section in the Orac$`, SevError, 7, `"See`, "unterminated double quote", "cut-off line"},
+	{"truncated target", 0, `@-A INPUT -j $`, SevError, 7, "$", "the rule looks truncated", "cut-off line"},
+	{"obsolete time option", 0, "@-A INPUT -m time --days Mon -j DROP", SevError, 7, "--days", `unknown option "--days"`, "--weekdays"},
+	{"bad state", 0, "@-A INPUT -m state --state ESTABLISHED,REALTED -j DROP", SevError, 7, "EST", `bad state "REALTED"`, ""},
+	{"state required", 0, "@-A INPUT -m state -j DROP", SevError, 7, "state", `"--state" must be specified`, ""},
+	{"limit not invertible", 0, "@-A INPUT -m limit ! --limit 5/s -j DROP", SevError, 7, "!", "cannot be inverted", ""},
+	{"bad rate", 0, "@-A INPUT -m limit --limit 5/fortnight -j DROP", SevError, 7, "5/", "bad rate", "units"},
+	{"rate too fast", 0, "@-A INPUT -m limit --limit 20000/second -j DROP", SevError, 7, "20000", "rate too fast", ""},
+	{"hashlimit needs name", 0, "@-A INPUT -m hashlimit --hashlimit-upto 5/s -j DROP", SevError, 7, "hashlimit", "--hashlimit-name is required", ""},
+	{"recent needs command", 0, "@-A INPUT -m recent --name X -j DROP", SevError, 7, "recent", "--set, --rcheck, --update or --remove", ""},
+	{"recent two commands", 0, "@-A INPUT -m recent --set --rcheck -j DROP", SevError, 7, "--rcheck", "only one of", ""},
+	{"reject unknown", 0, "@-A INPUT -j REJECT --reject-with icmp-hots-unreachable", SevError, 7, "icmp-", "unknown --reject-with", `did you mean "icmp-host-unreachable"?`},
+	{"tcp reset needs tcp", 0, "@-A INPUT -j REJECT --reject-with tcp-reset", SevError, 7, "REJECT", "only for -p tcp", ""},
+	{"log prefix too long", 0, `@-A INPUT -j LOG --log-prefix "012345678901234567890123456789"`, SevWarning, 7, `"0`, "cut to its first 29 characters", ""},
+	{"log level bad", 0, "@-A INPUT -j LOG --log-level loud", SevError, 7, "loud", "bad --log-level", ""},
+	{"output with -i", 0, "@-A OUTPUT -i eth0 -j DROP", SevError, 7, "-i", "can't use -i with OUTPUT", ""},
+	{"input with -o", 0, "@-A INPUT -o eth0 -j DROP", SevError, 7, "-o", "can't use -o with INPUT", ""},
+	{"owner in input", 0, "@-A INPUT -m owner --uid-owner 0 -j DROP", SevError, 7, "owner", "only valid in the OUTPUT chain", ""},
+	{"bad mac", 0, "@-A INPUT -m mac --mac-source XX:XX:XX:XX:XX:XX -j DROP", SevError, 7, "XX", "invalid MAC address", "anonymised"},
+	{"two targets", 0, "@-A INPUT -j ACCEPT -j DROP", SevError, 7, "-j DROP", "second target", ""},
+	{"stray argument", 0, "@-A INPUT -p tcp 22 -j DROP", SevError, 7, "22", `unexpected argument "22"`, ""},
+	{"double bang", 0, "@-A INPUT ! ! -p tcp -j DROP", SevError, 7, "! -p", "multiple '!'", ""},
+	{"bang at end", 0, "@-A INPUT -j DROP !", SevError, 7, "!", "'!' at the end", ""},
+	{"not invertible core", 0, "@-A INPUT ! -j DROP", SevError, 7, "!", "cannot be inverted", ""},
+	{"missing argument", 0, "@-A INPUT -p", SevError, 7, "-p", "needs an argument", ""},
+	{"unterminated quote", 0, `@-A INPUT -m comment --comment "abc -j DROP`, SevError, 7, `"abc`, "unterminated double quote", ""},
+	{"single quotes", 0, "@-A INPUT -j LOG --log-prefix 'SSH attack: '", SevError, 7, "attack", `unexpected "attack:"`, "double quotes"},
+	{"unknown match", 0, "@-A INPUT -m stat --state NEW -j DROP", SevError, 7, "stat", `unknown match module "stat"`, "-m state"},
+	{"frag option in v4", packet.IPv4, "@-A INPUT -m frag -j DROP", SevError, 7, "frag", "does not exist for ipv4", ""},
+	{"-f in v6", packet.IPv6, "@-A INPUT -f -j DROP", SevError, 7, "-f", "-f is not available in IPv6", "-m frag"},
+	{"icmp in v6", packet.IPv6, "@-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP", SevError, 7, "icmp --", "does not exist for ipv6", "icmp6"},
+	{"no table", 0, "-A INPUT -j DROP\n", SevError, 1, "", `"-A" outside a table`, "*filter"},
+	{"after commit", 0, "*filter\nCOMMIT\n-A INPUT -j DROP\n", SevError, 3, "", `outside a table`, "after COMMIT on line 2"},
+	{"missing commit", 0, "*filter\n-A INPUT -j DROP\n", SevError, 1, "", "COMMIT expected", ""},
+	{"reopened table", 0, "*filter\n*filter\nCOMMIT\n", SevError, 2, "", "is not COMMITted", ""},
+	{"bad policy", 0, "*filter\n:INPUT REJECT [0:0]\nCOMMIT\n", SevError, 2, "REJECT", `bad policy "REJECT"`, ""},
+	{"builtin without policy", 0, "*filter\n:INPUT [0:0]\nCOMMIT\n", SevError, 2, "[0:0]", `bad policy "[0:0]"`, ""},
+	{"bad counters", 0, "*filter\n:INPUT ACCEPT [x:0]\nCOMMIT\n", SevWarning, 2, "[x", "invalid policy counters", ""},
+	{"unknown table", 0, "*filtre\nCOMMIT\n", SevError, 1, "", `unknown table "filtre"`, ""},
+	{"crlf", 0, "*filter\r\nCOMMIT\r\n", SevError, 1, "\r", "carriage return", "dos2unix"},
+	{"rules run together", 0, "@-A INPUT -j ACCEPT  -A INPUT -j DROP", SevError, 7, "-A INPUT -j DROP", "several lines run together on one line", "own line"},
+	{"comment run together", 0, "@#allow ssh  -A INPUT -p tcp --dport 22 -j ACCEPT", SevError, 7, "-A", "this line starts with '#'", "own line"},
+	{"hash mid line", 0, "@-A INPUT -j ACCEPT  # allow all", SevError, 7, "#", "'#' starts a comment only at the beginning", ""},
+	{"chain name too long", 0, "*filter\n:A123456789012345678901234567890 - [0:0]\nCOMMIT\n", SevError, 2, "A1", "longer than 28", ""},
+	{"chain named like target", 0, "*filter\n-N DROP\nCOMMIT\n", SevError, 2, "DROP", "name of a target", ""},
+	{"chain exists", 0, "@-N USER", SevError, 7, "USER", "already exists", ""},
+	{"delete non-empty chain", 0, "@-A USER -j DROP\n-X USER", SevError, 8, "USER", "not empty", ""},
+	{"insert too far", 0, "@-I INPUT 3 -j DROP", SevError, 7, "3", "index out of range", ""},
+	{"nat skipped", 0, "*nat\nCOMMIT\n", SevWarning, 1, "", "table *nat skipped", ""},
+	// unsupported: valid iptables, not implemented by filterd (exit 3)
+	{"set match", 0, "@-A INPUT -m set --match-set blocklist src -j DROP", SevUnsupported, 7, "set", "match -m set is not supported", ""},
+	{"nfqueue target", 0, "@-A INPUT -j NFQUEUE --queue-num 1", SevUnsupported, 7, "NFQUEUE", "target -j NFQUEUE is not supported", ""},
+	{"mark target", 0, "@-A INPUT -j MARK --set-xmark 0x1/0xff", SevUnsupported, 7, "MARK", "target -j MARK is not supported", ""},
+	{"string match", 0, `@-A INPUT -p udp -m string --hex-string "|0000|" --algo bm --from 40 -j DROP`, SevUnsupported, 7, "string", "match -m string", ""},
+	{"unknown option of unsupported match", 0, "@-A INPUT -m time --days Mon -j DROP", SevError, 7, "--days", `unknown option "--days"`, ""},
+	{"hostname without resolver", 0, "@-A INPUT -s pxe.example.org -j ACCEPT", SevUnsupported, 7, "pxe", `hostname "pxe.example.org"`, ""},
+	{"non-contiguous mask", 0, "@-A INPUT -s 198.18.0.0/255.0.255.0 -j ACCEPT", SevUnsupported, 7, "198", "non-contiguous netmask", ""},
+	{"ctstate dnat", 0, "@-A INPUT -m conntrack --ctstate DNAT -j ACCEPT", SevUnsupported, 7, "DNAT", "conntrack state DNAT", ""},
+	{"hashlimit rate-match", 0, "@-A INPUT -m hashlimit --hashlimit-upto 5/s --hashlimit-name x --hashlimit-rate-match -j ACCEPT", SevUnsupported, 7, "--hashlimit-rate-match", "--hashlimit-rate-match", ""},
+	{"delete by spec", 0, "@-D INPUT -j DROP", SevUnsupported, 7, "", "-D with a rule specification", ""},
+	{"sctp implicit", 0, "@-A INPUT -p sctp --dport 22 -j ACCEPT", SevUnsupported, 7, "--dport", "match sctp (implicit with -p sctp, for --dport)", ""},
+}
+
 // TestParseErrors checks that mistakes are errors (exit 2) naming the place,
 // and that valid-but-unimplemented options are "unsupported" (exit 3).
 func TestParseErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		fam  packet.Family
-		src  string // whole file; a leading "@" wraps rule lines into a table (they start on line 7)
-		sev  Severity
-		line int
-		at   string // the diagnostic points at the first occurrence of this text on its line ("" = column 1)
-		msg  string
-		hint string
-	}{
-		{"old style negation", 0, "@-A INPUT -d ! 198.18.0.1 -j DROP", SevError, 7, "!", "old-style negation", `write "! -d 198.18.0.1"`},
-		{"old style negation ext", 0, "@-A INPUT -p tcp --dport ! 22 -j DROP", SevError, 7, "!", "old-style negation", `"! --dport 22"`},
-		{"en dash", 0, "@-A INPUT –p tcp -j DROP", SevError, 7, "–p", `"–p" starts with an en dash (U+2013); did you mean "-p"?`, "ASCII"},
-		{"missing space", 0, "@-A USER-p tcp -j DROP", SevError, 7, "USER-p", `unknown chain "USER-p"; did you mean "USER -p"?`, "space is missing"},
-		{"unknown chain suggestion", 0, "@-A USR -j DROP", SevError, 7, "USR", `unknown chain "USR"; did you mean "USER"?`, ""},
-		{"unknown jump", 0, "@-A INPUT -j LOGDRP", SevError, 7, "LOGDRP", `no chain or target named "LOGDRP"; did you mean "LOGDROP"?`, ""},
-		{"target in lower case", 0, "@-A INPUT -j accept", SevError, 7, "accept", `no chain or target named "accept"; did you mean "ACCEPT"?`, ""},
-		{"jump to builtin", 0, "@-A INPUT -j OUTPUT", SevError, 7, "OUTPUT", "cannot jump to built-in chain OUTPUT", ""},
-		{"goto builtin target", 0, "@-A INPUT -g ACCEPT", SevError, 7, "ACCEPT", "goto needs a user-defined chain", "-j ACCEPT"},
-		{"jump loop", 0, "@-A USER -j LOGDROP\n-A LOGDROP -j USER", SevError, 5, "", "jump loop: USER -> LOGDROP -> USER", ""},
-		{"self loop", 0, "@-A USER -g USER", SevError, 5, "", "jump loop: USER -> USER", ""},
-		{"inverted address list", 0, "@-A INPUT ! -s 198.18.0.1,198.18.0.2 -j DROP", SevError, 7, "198", "! not allowed with multiple", ""},
-		{"placeholder", 0, "@-A INPUT -s x.x.x.x -j DROP", SevError, 7, "x.x.x.x", `"x.x.x.x" is a placeholder`, "replace"},
-		{"bad address", 0, "@-A INPUT -s 198.18.0.256 -j DROP", SevError, 7, "198", "invalid address", ""},
-		{"ipv6 in ipv4", 0, "@-A INPUT -s fd00:198:18::1 -j DROP", SevError, 7, "fd00", "IPv6 address fd00:198:18::1 in an ipv4 rule", "-6"},
-		{"bad prefix len", 0, "@-A INPUT -s 198.18.0.0/33 -j DROP", SevError, 7, "198", "invalid prefix length", ""},
-		{"unknown protocol", 0, "@-A INPUT -p tpc -j DROP", SevError, 7, "tpc", `unknown protocol "tpc"`, `did you mean "tcp"?`},
-		{"dport without proto", 0, "@-A INPUT --dport 22 -j ACCEPT", SevError, 7, "--dport", `unknown option "--dport"`, "-p tcp"},
-		{"syn without proto", 0, "@-A INPUT -j ACCEPT --syn", SevError, 7, "--syn", `unknown option "--syn"`, "-p tcp"},
-		{"tcp match needs proto", 0, "@-A INPUT -m tcp --dport 22 -j DROP", SevError, 7, "tcp", "TCP match requires '-p tcp'", ""},
-		{"multiport needs proto", 0, "@-A INPUT -m multiport --dports 22 -j DROP", SevError, 7, "multiport", "multiport needs", ""},
-		{"icmp needs proto", 0, "@-A INPUT -m icmp --icmp-type 8 -j DROP", SevError, 7, "icmp", "icmp match requires '-p icmp'", ""},
-		{"bad port", 0, "@-A INPUT -p tcp --dport 70000 -j DROP", SevError, 7, "70000", `invalid port/service "70000"`, ""},
-		{"port range dash", 0, "@-A INPUT -p tcp --dport 1024-2000 -j DROP", SevError, 7, "1024", "invalid port/service", "colon"},
-		{"reversed range", 0, "@-A INPUT -p tcp --dport 20:10 -j DROP", SevError, 7, "20:10", "min > max", "10:20"},
-		{"unknown service", 0, "@-A INPUT -p tcp --dport nosuchservice -j DROP", SevError, 7, "nosuch", "invalid port/service", ""},
-		{"too many ports", 0, "@-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15:16 -j DROP", SevError, 7, "1,", "too many ports", ""},
-		{"multiport open range", 0, "@-A INPUT -p tcp -m multiport --dports 1024: -j DROP", SevError, 7, "1024:", "multiport: invalid port range", "both ends"},
-		{"truncated line", 0, `@-A INPUT -m comment --comment "See the Oracle-Provided Images section in the Orac$`, SevError, 7, `"See`, "unterminated double quote", "cut-off line"},
-		{"truncated target", 0, `@-A INPUT -j $`, SevError, 7, "$", "the rule looks truncated", "cut-off line"},
-		{"obsolete time option", 0, "@-A INPUT -m time --days Mon -j DROP", SevError, 7, "--days", `unknown option "--days"`, "--weekdays"},
-		{"bad state", 0, "@-A INPUT -m state --state ESTABLISHED,REALTED -j DROP", SevError, 7, "EST", `bad state "REALTED"`, ""},
-		{"state required", 0, "@-A INPUT -m state -j DROP", SevError, 7, "state", `"--state" must be specified`, ""},
-		{"limit not invertible", 0, "@-A INPUT -m limit ! --limit 5/s -j DROP", SevError, 7, "!", "cannot be inverted", ""},
-		{"bad rate", 0, "@-A INPUT -m limit --limit 5/fortnight -j DROP", SevError, 7, "5/", "bad rate", "units"},
-		{"rate too fast", 0, "@-A INPUT -m limit --limit 20000/second -j DROP", SevError, 7, "20000", "rate too fast", ""},
-		{"hashlimit needs name", 0, "@-A INPUT -m hashlimit --hashlimit-upto 5/s -j DROP", SevError, 7, "hashlimit", "--hashlimit-name is required", ""},
-		{"recent needs command", 0, "@-A INPUT -m recent --name X -j DROP", SevError, 7, "recent", "--set, --rcheck, --update or --remove", ""},
-		{"recent two commands", 0, "@-A INPUT -m recent --set --rcheck -j DROP", SevError, 7, "--rcheck", "only one of", ""},
-		{"reject unknown", 0, "@-A INPUT -j REJECT --reject-with icmp-host-unreach", SevError, 7, "icmp-", "unknown --reject-with", ""},
-		{"tcp reset needs tcp", 0, "@-A INPUT -j REJECT --reject-with tcp-reset", SevError, 7, "REJECT", "only for -p tcp", ""},
-		{"log prefix too long", 0, `@-A INPUT -j LOG --log-prefix "012345678901234567890123456789"`, SevError, 7, `"0`, "at most 29 characters", ""},
-		{"log level bad", 0, "@-A INPUT -j LOG --log-level loud", SevError, 7, "loud", "bad --log-level", ""},
-		{"output with -i", 0, "@-A OUTPUT -i eth0 -j DROP", SevError, 7, "-i", "can't use -i with OUTPUT", ""},
-		{"input with -o", 0, "@-A INPUT -o eth0 -j DROP", SevError, 7, "-o", "can't use -o with INPUT", ""},
-		{"owner in input", 0, "@-A INPUT -m owner --uid-owner 0 -j DROP", SevError, 7, "owner", "only valid in the OUTPUT chain", ""},
-		{"bad mac", 0, "@-A INPUT -m mac --mac-source XX:XX:XX:XX:XX:XX -j DROP", SevError, 7, "XX", "invalid MAC address", "anonymised"},
-		{"two targets", 0, "@-A INPUT -j ACCEPT -j DROP", SevError, 7, "-j DROP", "second target", ""},
-		{"stray argument", 0, "@-A INPUT -p tcp 22 -j DROP", SevError, 7, "22", `unexpected argument "22"`, ""},
-		{"double bang", 0, "@-A INPUT ! ! -p tcp -j DROP", SevError, 7, "! -p", "multiple '!'", ""},
-		{"bang at end", 0, "@-A INPUT -j DROP !", SevError, 7, "!", "'!' at the end", ""},
-		{"not invertible core", 0, "@-A INPUT ! -j DROP", SevError, 7, "!", "cannot be inverted", ""},
-		{"missing argument", 0, "@-A INPUT -p", SevError, 7, "-p", "needs an argument", ""},
-		{"unterminated quote", 0, `@-A INPUT -m comment --comment "abc -j DROP`, SevError, 7, `"abc`, "unterminated double quote", ""},
-		{"single quotes", 0, "@-A INPUT -j LOG --log-prefix 'SSH attack: '", SevError, 7, "attack", `unexpected "attack:"`, "double quotes"},
-		{"unknown match", 0, "@-A INPUT -m stat --state NEW -j DROP", SevError, 7, "stat", `unknown match module "stat"`, "-m state"},
-		{"frag option in v4", packet.IPv4, "@-A INPUT -m frag -j DROP", SevError, 7, "frag", "does not exist for ipv4", ""},
-		{"-f in v6", packet.IPv6, "@-A INPUT -f -j DROP", SevError, 7, "-f", "-f is not available in IPv6", "-m frag"},
-		{"icmp in v6", packet.IPv6, "@-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP", SevError, 7, "icmp --", "does not exist for ipv6", "icmp6"},
-		{"no table", 0, "-A INPUT -j DROP\n", SevError, 1, "", `"-A" outside a table`, "*filter"},
-		{"after commit", 0, "*filter\nCOMMIT\n-A INPUT -j DROP\n", SevError, 3, "", `outside a table`, "after COMMIT on line 2"},
-		{"missing commit", 0, "*filter\n-A INPUT -j DROP\n", SevError, 1, "", "COMMIT expected", ""},
-		{"reopened table", 0, "*filter\n*filter\nCOMMIT\n", SevError, 2, "", "is not COMMITted", ""},
-		{"bad policy", 0, "*filter\n:INPUT REJECT [0:0]\nCOMMIT\n", SevError, 2, "REJECT", `bad policy "REJECT"`, ""},
-		{"builtin without policy", 0, "*filter\n:INPUT [0:0]\nCOMMIT\n", SevError, 2, "[0:0]", `bad policy "[0:0]"`, ""},
-		{"bad counters", 0, "*filter\n:INPUT ACCEPT [x:0]\nCOMMIT\n", SevError, 2, "[x", "invalid policy counters", ""},
-		{"unknown table", 0, "*filtre\nCOMMIT\n", SevError, 1, "", `unknown table "filtre"`, ""},
-		{"crlf", 0, "*filter\r\nCOMMIT\r\n", SevError, 1, "\r", "carriage return", "dos2unix"},
-		{"rules run together", 0, "@-A INPUT -j ACCEPT  -A INPUT -j DROP", SevError, 7, "-A INPUT -j DROP", "several lines run together on one line", "own line"},
-		{"comment run together", 0, "@#allow ssh  -A INPUT -p tcp --dport 22 -j ACCEPT", SevError, 7, "-A", "this line starts with '#'", "own line"},
-		{"hash mid line", 0, "@-A INPUT -j ACCEPT  # allow all", SevError, 7, "#", "'#' starts a comment only at the beginning", ""},
-		{"chain name too long", 0, "*filter\n:A123456789012345678901234567890 - [0:0]\nCOMMIT\n", SevError, 2, "A1", "longer than 28", ""},
-		{"chain named like target", 0, "*filter\n-N DROP\nCOMMIT\n", SevError, 2, "DROP", "name of a target", ""},
-		{"chain exists", 0, "@-N USER", SevError, 7, "USER", "already exists", ""},
-		{"delete non-empty chain", 0, "@-A USER -j DROP\n-X USER", SevError, 8, "USER", "not empty", ""},
-		{"insert too far", 0, "@-I INPUT 3 -j DROP", SevError, 7, "3", "index out of range", ""},
-		{"nat skipped", 0, "*nat\nCOMMIT\n", SevWarning, 1, "", "table *nat skipped", ""},
-		// unsupported: valid iptables, not implemented by filterd (exit 3)
-		{"set match", 0, "@-A INPUT -m set --match-set blocklist src -j DROP", SevUnsupported, 7, "set", "match -m set is not supported", ""},
-		{"nfqueue target", 0, "@-A INPUT -j NFQUEUE --queue-num 1", SevUnsupported, 7, "NFQUEUE", "target -j NFQUEUE is not supported", ""},
-		{"mark target", 0, "@-A INPUT -j MARK --set-xmark 0x1/0xff", SevUnsupported, 7, "MARK", "target -j MARK is not supported", ""},
-		{"string match", 0, `@-A INPUT -p udp -m string --hex-string "|0000|" --algo bm --from 40 -j DROP`, SevUnsupported, 7, "string", "match -m string", ""},
-		{"unknown option of unsupported match", 0, "@-A INPUT -m time --days Mon -j DROP", SevError, 7, "--days", `unknown option "--days"`, ""},
-		{"hostname without resolver", 0, "@-A INPUT -s pxe.example.org -j ACCEPT", SevUnsupported, 7, "pxe", `hostname "pxe.example.org"`, ""},
-		{"non-contiguous mask", 0, "@-A INPUT -s 198.18.0.0/255.0.255.0 -j ACCEPT", SevUnsupported, 7, "198", "non-contiguous netmask", ""},
-		{"ctstate dnat", 0, "@-A INPUT -m conntrack --ctstate DNAT -j ACCEPT", SevUnsupported, 7, "DNAT", "conntrack state DNAT", ""},
-		{"hashlimit rate-match", 0, "@-A INPUT -m hashlimit --hashlimit-upto 5/s --hashlimit-name x --hashlimit-rate-match -j ACCEPT", SevUnsupported, 7, "--hashlimit-rate-match", "--hashlimit-rate-match", ""},
-		{"delete by spec", 0, "@-D INPUT -j DROP", SevUnsupported, 7, "", "-D with a rule specification", ""},
-		{"sctp implicit", 0, "@-A INPUT -p sctp --dport 22 -j ACCEPT", SevUnsupported, 7, "--dport", "match sctp (implicit with -p sctp, for --dport)", ""},
-	}
+	cases := parseErrorCases
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			src := tc.src
@@ -371,7 +381,7 @@ func TestParseErrors(t *testing.T) {
 					if !strings.Contains(d.Hint+d.Msg, tc.hint) {
 						t.Errorf("hint %q lacks %q", d.Hint, tc.hint)
 					}
-					if d.Source == "" && d.Pos.Col > 0 && tc.name != "jump loop" && tc.name != "self loop" && tc.name != "missing commit" {
+					if d.Source == "" && d.Pos.Col > 0 && !strings.Contains(tc.name, "loop") && tc.name != "missing commit" {
 						t.Errorf("no source line for %s", d.Error())
 					}
 					return
