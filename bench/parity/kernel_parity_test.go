@@ -1,0 +1,418 @@
+package parity
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/filterd/filterd/conntrack"
+	"github.com/filterd/filterd/engine"
+	"github.com/filterd/filterd/internal/kernelreplay"
+	"github.com/filterd/filterd/internal/netns"
+	"github.com/filterd/filterd/packet"
+	"github.com/filterd/filterd/ruleset"
+)
+
+const (
+	pcapDir  = "../../testdata/pcaps"
+	rulesDir = "../../testdata/rules"
+	// parityInterval is the fixed gap between two packets of an untimed
+	// kernel replay: modest enough for the router to keep up.
+	parityInterval = 300 * time.Microsecond
+	// parallelReplays bounds the kernel replays that run at once (each
+	// takes three namespaces; the machine has two cores).
+	parallelReplays = 4
+)
+
+// paritySet is one rule set of the parity suite: an IPv4 file, the IPv6 file
+// that goes with it, and whether the kernel replays it at the capture's own
+// timing (rule sets whose verdicts depend on rates: issue 6 asks for the
+// pcap's own timing there).
+type paritySet struct {
+	name          string
+	rules, rules6 string
+	timed         bool
+}
+
+var paritySets = []paritySet{
+	{name: "article", rules: "server.rules", rules6: "server.rules6"},
+	{name: "state", rules: "server-state.rules", rules6: "server.rules6"},
+	{name: "invalid-hashlimit", rules: "server-invalid-hashlimit.rules", rules6: "server.rules6", timed: true},
+}
+
+// parityLocal is the protected host of each capture (addresses before the
+// rewrite): the server of the captures made here, and for the others the
+// host whose side of the conversation the rules are meant for.
+var parityLocal = map[string]string{
+	"gopacket_loopback_null_ipv6_http.pcap":     "::1",
+	"tcpdump_tcp_handshake_linux_sll_nano.pcap": "137.116.81.94",
+	"zeek_ftp_ipv6_epsv_eprt.pcap":              "2001:470:4867:99::21",
+	"zeek_http_missing_syn.pcapng":              "192.150.187.43",
+	"zeek_icmp_dot1q_vlan.pcap":                 "192.168.123.1",
+	"zeek_ipv4_fragmented_tcp.pcap":             "131.243.1.10",
+	"zeek_wikipedia_browse.pcap":                "141.142.220.118",
+}
+
+const capturedLocal = "198.18.2.2,fd00:198:18:2::2" // the server of every captured_* file
+
+// parityExcluded are the pcap × rule set pairs left out, with the reason
+// (also in the README's list of known divergences).
+var parityExcluded = map[string]string{
+	"article/zeek_wikipedia_browse.pcap":           ttlPending,
+	"state/zeek_wikipedia_browse.pcap":             ttlPending,
+	"invalid-hashlimit/zeek_wikipedia_browse.pcap": ttlPending,
+}
+
+const ttlPending = "FORWARD packets with TTL/hop limit 1 (LLMNR, NBNS): the kernel drops them in ip_forward before the FORWARD hook, filterd counts them on the FORWARD policy (fix pending)"
+
+// needKernel skips the test without root or the iptables tools, or fails it
+// when CI=true (CI runs as root: a missing capability there is a defect).
+func needKernel(t *testing.T) {
+	t.Helper()
+	err := netns.RequireRoot()
+	if err == nil {
+		for _, tool := range []string{"ip", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
+			if _, lerr := exec.LookPath(tool); lerr != nil {
+				err = lerr
+				break
+			}
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: kernel parity needs root and iptables: %v", err)
+		}
+		t.Skipf("skipping kernel parity: %v (set CI=true to make this a failure)", err)
+	}
+}
+
+// TestKernelParity replays every capture in testdata/pcaps with each rule
+// set through the Linux kernel (internal/kernelreplay) and through filterd's
+// engine, on the same rewritten packets with the same local addresses, hook
+// and interface mapping and conntrack settings, and compares the two
+// iptables-save -c texts rule by rule and policy by policy.
+//
+// filterd's clock is the kernel's: each packet is replayed at the time it
+// was sent to the kernel (PacketResult.At), so the rate-limited rules see
+// the same gaps on both sides. The kernel's limit and hashlimit still count
+// time in jiffies and the packet meets the rule a few microseconds after its
+// send, so a packet that arrives right at a token's refill can go either
+// way: that is the only difference allowed (see timingExplains), and only
+// for the rate-limited rules and the rules a packet reaches when it falls
+// through them.
+func TestKernelParity(t *testing.T) {
+	needKernel(t)
+	pcaps, err := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
+	if err != nil || len(pcaps) == 0 {
+		t.Fatalf("no pcaps in %s: %v", pcapDir, err)
+	}
+	sem := make(chan struct{}, parallelReplays)
+	for _, set := range paritySets {
+		for _, path := range pcaps {
+			name := filepath.Base(path)
+			t.Run(set.name+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				if why, ok := parityExcluded[set.name+"/"+name]; ok {
+					t.Skipf("known divergence: %s", why)
+				}
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				runParity(t, set, path)
+			})
+		}
+	}
+}
+
+// parityCase is one comparison's input, read before the kernel replay.
+type parityCase struct {
+	cfg   kernelreplay.Config
+	local []netip.Prefix // before the rewrite
+}
+
+func newParityCase(t *testing.T, set paritySet, path string) parityCase {
+	t.Helper()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(rulesDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	name := filepath.Base(path)
+	l, ok := parityLocal[name]
+	if !ok {
+		if !strings.HasPrefix(name, "captured_") {
+			t.Fatalf("%s: no local address in parityLocal", name)
+		}
+		l = capturedLocal
+	}
+	local, err := kernelreplay.ParseLocal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// server.rules6 accepts DNS answers to -d fd00:198:18::/48, the whole
+	// range the rewrite maps into: a capture's outside IPv6 addresses
+	// (link-local, multicast, global) could not keep their non-membership.
+	// The parity variant names the protected host's /64 instead.
+	rules6 := strings.ReplaceAll(read(set.rules6), "-d fd00:198:18::/48 ", "-d fd00:198:18:2::/64 ")
+	cfg := kernelreplay.Config{
+		Rules: read(set.rules), Rules6: rules6, Pcap: path, Local: local,
+		Interval: parityInterval, KeepTiming: set.timed, OneIngress: true,
+	}
+	return parityCase{cfg: cfg, local: local}
+}
+
+func runParity(t *testing.T, set paritySet, path string) {
+	pc := newParityCase(t, set, path)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	res, err := kernelreplay.Run(ctx, pc.cfg)
+	if err != nil {
+		t.Fatalf("kernel replay: %v", err)
+	}
+	if res.SendErrors != 0 {
+		t.Fatalf("kernel replay: %d packets could not be sent", res.SendErrors)
+	}
+	kernelTime := time.Since(start)
+	start = time.Now()
+	f4, f6 := filterdReplay(t, pc, res)
+	t.Logf("kernel %v (injection %v), filterd %v; sent %v", kernelTime.Round(time.Millisecond),
+		res.Duration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), res.Sent)
+	for _, fam := range []struct {
+		name            string
+		kernel, filterd string
+	}{{"IPv4", res.Save4, f4}, {"IPv6", res.Save6, f6}} {
+		diffs, err := Diff(fam.kernel, fam.filterd)
+		if err != nil {
+			t.Fatalf("%s: %v", fam.name, err)
+		}
+		if len(diffs) == 0 {
+			continue
+		}
+		var b bytes.Buffer
+		Print(&b, diffs)
+		if why, ok := timingExplains(fam.kernel, diffs); ok {
+			t.Logf("%s: differences explained by timing (%s):\n%s", fam.name, why, b.String())
+			continue
+		}
+		t.Errorf("%s counters differ (kernel vs filterd):\n%s\nkernel:\n%s\nfilterd:\n%s", fam.name, b.String(), fam.kernel, fam.filterd)
+	}
+}
+
+// filterdReplay replays the kernel replay's packets (the same rewrite, read
+// again) through filterd's engine, each at the time the kernel got it, and
+// returns filterd's iptables-save -c texts for IPv4 and IPv6.
+func filterdReplay(t *testing.T, pc parityCase, res *kernelreplay.Result) (save4, save6 string) {
+	t.Helper()
+	var localAddrs []netip.Addr
+	for _, p := range pc.local {
+		if p.Bits() == p.Addr().BitLen() {
+			localAddrs = append(localAddrs, p.Addr())
+		}
+	}
+	// The same call kernelreplay.Run makes: the map is deterministic.
+	rw, err := kernelreplay.Rewrite(pc.cfg.Pcap, pc.cfg.Rules, pc.cfg.Rules6, localAddrs, pc.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rw.Rules != res.Rules || rw.Rules6 != res.Rules6 {
+		t.Fatal("the rewrite differs from the kernel replay's")
+	}
+	if len(rw.Packets) != len(res.Verdicts) {
+		t.Fatalf("%d rewritten packets, %d sent to the kernel", len(rw.Packets), len(res.Verdicts))
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range rw.Packets {
+		rw.Packets[i].Time = t0.Add(res.Verdicts[i].At)
+	}
+	pcap := filepath.Join(t.TempDir(), "rewritten.pcap")
+	if err := kernelreplay.WritePcap(pcap, rw.Packets, true); err != nil {
+		t.Fatal(err)
+	}
+	var local []netip.Prefix
+	for _, p := range pc.local {
+		img, ok := res.Map.MapPrefix(p)
+		if !ok {
+			t.Fatalf("local %s not in the address map", p)
+		}
+		local = append(local, img)
+	}
+
+	ctCfg := conntrackConfig(t, res)
+	logw := engine.NewLogWriter(nil) // LOG rules only count: no flood in the test log
+	copts := ruleset.CompileOptions{Log: logw.Log, LocalPrefixes: local}
+	compile := func(rules string, fam packet.Family) *ruleset.Compiled {
+		if strings.TrimSpace(rules) == "" {
+			return nil
+		}
+		f, diags := ruleset.Load("rewritten", []byte(rules), ruleset.LoadOptions{Family: fam})
+		if diags.HasErrors() || diags.HasUnsupported() {
+			var b bytes.Buffer
+			diags.Format(&b)
+			t.Fatalf("rules: %s", b.String())
+		}
+		c, err := ruleset.Compile(f.Filter, copts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	rules := engine.Rules{V4: compile(rw.Rules, packet.IPv4), V6: compile(rw.Rules6, packet.IPv6)}
+	eng, err := engine.New(engine.Config{
+		Rules: rules, Conntrack: conntrack.New(ctCfg), Local: local,
+		InIface: kernelreplay.RouterIn, FwdOutIface: kernelreplay.RouterOut,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := engine.NewReplayer(eng, engine.ReplayOptions{})
+	if err := rp.ReplayFile(context.Background(), pcap); err != nil {
+		t.Fatal(err)
+	}
+	out := func(c *ruleset.Compiled) string {
+		if c == nil {
+			return ""
+		}
+		var b bytes.Buffer
+		if err := ruleset.Save(&b, c.Snapshot(), ruleset.SaveOptions{Counters: true}); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	return out(rules.V4), out(rules.V6)
+}
+
+// conntrackConfig sets filterd's conntrack as the kernel replay's router
+// was: the recorded sysctls and the FTP helper assignment on TCP port 21.
+func conntrackConfig(t *testing.T, res *kernelreplay.Result) conntrack.Config {
+	t.Helper()
+	sw := func(key string) conntrack.Switch {
+		switch res.Sysctls["net.netfilter."+key] {
+		case "1":
+			return conntrack.On
+		case "0":
+			return conntrack.Off
+		}
+		t.Fatalf("sysctl %s = %q", key, res.Sysctls["net.netfilter."+key])
+		return conntrack.Default
+	}
+	num := func(key string) int {
+		n, err := strconv.Atoi(res.Sysctls["net.netfilter."+key])
+		if err != nil {
+			t.Fatalf("sysctl %s: %v", key, err)
+		}
+		return n
+	}
+	sec := func(key string) time.Duration { return time.Duration(num(key)) * time.Second }
+	to := conntrack.DefaultTimeouts()
+	to.UDP = sec("nf_conntrack_udp_timeout")
+	to.UDPStream = sec("nf_conntrack_udp_timeout_stream")
+	to.ICMP = sec("nf_conntrack_icmp_timeout")
+	to.TCPSynSent = sec("nf_conntrack_tcp_timeout_syn_sent")
+	to.TCPEstablished = sec("nf_conntrack_tcp_timeout_established")
+	return conntrack.Config{
+		Max:                 num("nf_conntrack_max"),
+		TCPLoose:            sw("nf_conntrack_tcp_loose"),
+		TCPBeLiberal:        sw("nf_conntrack_tcp_be_liberal"),
+		TCPIgnoreInvalidRST: sw("nf_conntrack_tcp_ignore_invalid_rst"),
+		TCPMaxRetrans:       num("nf_conntrack_tcp_max_retrans"),
+		Checksum:            sw("nf_conntrack_checksum"),
+		FTPHelper:           strings.HasPrefix(res.FTPHelper, "ftp helper assigned"),
+		FTPPorts:            []uint16{21},
+		Timeouts:            to,
+		HashSeed:            1,
+	}
+}
+
+// timingExplains reports whether the differences can come from timing
+// alone: the kernel's limit and hashlimit count time in jiffies, so a packet
+// that arrives within a jiffy of a token's refill can go either way. Every
+// differing line must be a rate-limited rule (-m limit, -m hashlimit), off
+// by at most rateSlack packets, or a line a packet reaches when it falls
+// through a rate-limited rule (a later rule of the same chain, the chains
+// that jumped to it, their policies), off by no more than the rate-limited
+// rules are in all. Differing rule texts are never explained.
+func timingExplains(kernel string, diffs []Difference) (string, bool) {
+	const rateSlack = 2
+	entries, err := Parse(kernel)
+	if err != nil {
+		return "", false
+	}
+	firstLimited := map[string]int{} // chain → index of its first rate-limited rule
+	for _, e := range entries {
+		if e.Index > 0 && isRateLimited(e.Text) {
+			if _, ok := firstLimited[e.Chain]; !ok {
+				firstLimited[e.Chain] = e.Index
+			}
+		}
+	}
+	var limited uint64
+	for _, d := range diffs {
+		if d.Kernel.Text != d.Filterd.Text {
+			return "", false
+		}
+		if isRateLimited(d.Kernel.Text) {
+			n := absDiff(d.Kernel.Counter.Packets, d.Filterd.Counter.Packets)
+			if n > rateSlack {
+				return "", false
+			}
+			limited += n
+		}
+	}
+	if limited == 0 {
+		return "", false
+	}
+	for _, d := range diffs {
+		e := d.Kernel
+		if isRateLimited(e.Text) {
+			continue
+		}
+		if absDiff(e.Counter.Packets, d.Filterd.Counter.Packets) > limited {
+			return "", false
+		}
+		if fl, ok := firstLimited[e.Chain]; ok && e.Index > fl {
+			continue // falls through to a later rule of the same chain
+		}
+		if !reachesLimited(entries, e, firstLimited) {
+			return "", false
+		}
+	}
+	return fmt.Sprintf("rate-limited rules off by %d packet(s) in all, at most %d each", limited, rateSlack), true
+}
+
+// reachesLimited reports whether e (a rule or a policy) can see a packet
+// that came back from a chain with a rate-limited rule: e is a caller's
+// later rule or policy, or the jump itself.
+func reachesLimited(entries []Entry, e Entry, firstLimited map[string]int) bool {
+	for _, j := range entries {
+		if j.Chain != e.Chain || j.Index == 0 {
+			continue
+		}
+		for ch := range firstLimited {
+			if strings.HasSuffix(j.Text, " -j "+ch) && (e.Index == 0 || e.Index > j.Index) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isRateLimited(rule string) bool {
+	return strings.Contains(rule, "-m limit ") || strings.Contains(rule, "-m hashlimit ")
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
