@@ -32,7 +32,11 @@ func (rs *ruleState) parseAddrs(t token, inv bool) ([]netip.Prefix, bool) {
 	if !ok {
 		return nil, false
 	}
-	if len(out) == 1 && out[0].Bits() == 0 && !inv {
+	if len(out) == 1 && out[0].Bits() == 0 {
+		if inv {
+			rs.errorf(t, "drop the rule, or the '!'", "! with %s matches no packet; iptables-restore (nf_tables) rejects it", t.text)
+			return nil, false
+		}
 		return nil, true
 	}
 	return out, true

@@ -297,3 +297,40 @@ func TestErrorsMatchKernel(t *testing.T) {
 		})
 	}
 }
+
+// TestOptionsMatchKernel loads every case of parseOptionCases into iptables
+// and checks that iptables-save prints the rule lines the case expects from
+// filterd.
+func TestOptionsMatchKernel(t *testing.T) {
+	requireIptables(t)
+	ns := netns.ForTest(t, "fdopt")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, tc := range parseOptionCases {
+		if tc.name == "limit second" {
+			continue // checks the AST only
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			restore, save := "iptables-restore", "iptables-save"
+			if tc.fam == packet.IPv6 {
+				restore, save = "ip6tables-restore", "ip6tables-save"
+			}
+			if _, err := ns.RunInput(ctx, []byte(wrap(tc.rule)), restore); err != nil {
+				t.Fatalf("%s: %v", restore, err)
+			}
+			out, err := ns.Run(ctx, save, "-t", "filter")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(l, "-A ") {
+					got = append(got, l)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("%s printed\n  %s\nthe case expects\n  %s", save, strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+		})
+	}
+}
