@@ -182,8 +182,7 @@ func (w *Worker) Packet() *packet.Packet { return &w.pkt }
 // rate limits. data is only read, and only during the call.
 func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 	p := &w.pkt
-	p.Reset()
-	p.Meta = meta
+	p.Meta = meta // Decode resets every other field
 	err := w.dec.Decode(data, p)
 	if err != nil && isL3Error(err) {
 		return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(data)}
@@ -196,7 +195,6 @@ func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 		case FragDropped:
 			return Verdict{Action: Drop, Reason: ReasonFragment, Len: len(data)}
 		case FragReassembled:
-			p.Reset()
 			p.Meta = meta
 			if err = w.dec.Decode(res.Datagram, p); err != nil && isL3Error(err) {
 				return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(res.Datagram)}
