@@ -3,7 +3,6 @@ package ruleset
 import (
 	"fmt"
 	"io"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -300,14 +299,11 @@ func listMatch(m Match, fam packet.Family, opts ListOptions, proto uint8) string
 		}
 		b.WriteString(multiportList(v.Ports, name))
 	case *ICMPMatch:
-		types := icmpTypes
-		b.WriteString(" icmp")
+		types, label := icmpTypes, " icmp"
 		if v.V6 {
-			types = icmp6Types
-			b.WriteString(" ipv6-icmp")
-			b.Reset()
-			b.WriteString(" ipv6-icmp")
+			types, label = icmp6Types, " ipv6-icmp"
 		}
+		b.WriteString(label)
 		if !numeric {
 			if n := icmpName(types, v.Type, v.CodeLo, v.CodeHi); n != "" {
 				iv := ""
@@ -479,5 +475,3 @@ func listMatch(m Match, fam packet.Family, opts ListOptions, proto uint8) string
 	}
 	return b.String()
 }
-
-var _ = netip.Prefix{}

@@ -26,27 +26,17 @@ var commandNames = map[string]string{
 }
 
 // fixDash recognises an option written with a typographic dash (as word
-// processors and web pages print "-p") and returns the ASCII spelling.
+// processors and web pages print "-p") and returns the ASCII spelling: the
+// dash stands for "-" before a one-letter option and for "--" before a long
+// one.
 func fixDash(s string) (fixed string, dash rune, ok bool) {
 	r, size := utf8.DecodeRuneInString(s)
-	var name string
 	switch r {
-	case '\u2013':
-		name = "en dash (U+2013)"
-	case '\u2014':
-		name = "em dash (U+2014)"
-	case '\u2212':
-		name = "minus sign (U+2212)"
-	case '\u2010', '\u2011':
-		name = "Unicode hyphen"
+	case '\u2010', '\u2011', '\u2013', '\u2014', '\u2212':
 	default:
 		return s, 0, false
 	}
-	_ = name
 	rest := s[size:]
-	if r == '\u2014' && !strings.HasPrefix(rest, "-") && len(rest) > 1 {
-		return "--" + rest, r, true // an em dash usually stands for "--"
-	}
 	if len(rest) > 1 && !strings.HasPrefix(rest, "-") {
 		return "--" + rest, r, true
 	}
