@@ -117,7 +117,8 @@ func TestSaveAndListMatchKernel(t *testing.T) {
 				t.Fatalf("load: %s", b.String())
 			}
 			if f.Filter == nil {
-				t.Skip("no *filter table")
+				t.Logf("no *filter table: nothing to compare")
+				return
 			}
 			ipt, save := "iptables", "iptables-save"
 			restore := "iptables-restore"
@@ -260,14 +261,7 @@ func TestErrorsMatchKernel(t *testing.T) {
 	for _, tc := range parseErrorCases {
 		if tc.sev == SevUnsupported && !needsEnv[tc.name] {
 			t.Run(tc.name, func(t *testing.T) {
-				src := tc.src
-				if strings.HasPrefix(src, "@") {
-					src = wrap(src[1:])
-				}
-				restore := "iptables-restore"
-				if tc.fam == packet.IPv6 {
-					restore = "ip6tables-restore"
-				}
+				src, restore := caseInput(tc.src, tc.fam)
 				if _, err := ns.RunInput(ctx, []byte(src), restore); err != nil {
 					t.Errorf("%s rejects what filterd calls valid but unsupported (%q): %v", restore, tc.msg, err)
 				}
@@ -278,14 +272,7 @@ func TestErrorsMatchKernel(t *testing.T) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			src := tc.src
-			if strings.HasPrefix(src, "@") {
-				src = wrap(src[1:])
-			}
-			restore := "iptables-restore"
-			if tc.fam == packet.IPv6 {
-				restore = "ip6tables-restore"
-			}
+			src, restore := caseInput(tc.src, tc.fam)
 			_, err := ns.RunInput(ctx, []byte(src), restore) // a real load: --test skips the kernel checks
 			reason, listed := kernelDisagrees[tc.name]
 			switch {
@@ -333,4 +320,16 @@ func TestOptionsMatchKernel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// caseInput returns the file text of a parseErrorCases source and the
+// restore command for its family.
+func caseInput(src string, fam packet.Family) (string, string) {
+	if strings.HasPrefix(src, "@") {
+		src = wrap(src[1:])
+	}
+	if fam == packet.IPv6 {
+		return src, "ip6tables-restore"
+	}
+	return src, "iptables-restore"
 }
