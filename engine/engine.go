@@ -137,6 +137,7 @@ const (
 	ReasonMalformed               // the IP header was unusable: the kernel's IP layer drops it before netfilter
 	ReasonTableFull               // conntrack table full and nothing evictable (the kernel drops it)
 	ReasonFragment                // fragment held or dropped by reassembly
+	ReasonTTLExpired              // forwarded with TTL/hop limit <= 1: ip_forward drops it before FORWARD
 )
 
 // Verdict is the engine's decision for one packet.
@@ -236,6 +237,15 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 	v := Verdict{Len: p.Length, Hook: hooks[0]}
 	if ref.MustDrop() {
 		v.Action, v.Reason = Drop, ReasonTableFull
+		ref.Drop()
+		return v
+	}
+	if hooks[0] == packet.HookForward && len(e.cfg.Local) > 0 && p.TTL <= 1 {
+		// The kernel's ip_forward / ip6_forward drop a packet whose TTL or
+		// hop limit runs out (and answer Time Exceeded) after PREROUTING's
+		// conntrack saw it and before the FORWARD hook: no FORWARD rule or
+		// policy counts it, and its conntrack entry is never confirmed.
+		v.Action, v.Reason = Drop, ReasonTTLExpired
 		ref.Drop()
 		return v
 	}

@@ -33,7 +33,7 @@ type Replayer struct {
 
 	sum      Summary
 	verdicts [4]VerdictCount
-	reasons  [4]uint64
+	reasons  [5]uint64
 	states   map[packet.CTState]uint64
 	fam      [2]uint64
 	secs     []SecondCount
@@ -237,6 +237,7 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 	s.Chains = chainCounters(rules)
 	s.Malformed = r.reasons[ReasonMalformed]
 	s.TableFull = r.reasons[ReasonTableFull]
+	s.TTLExpired = r.reasons[ReasonTTLExpired]
 	return &s
 }
 

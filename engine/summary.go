@@ -37,6 +37,9 @@ type Summary struct {
 	Malformed uint64 `json:"malformed"`
 	// TableFull counts packets dropped because the conntrack table was full.
 	TableFull uint64 `json:"table_full"`
+	// TTLExpired counts packets to be forwarded with a TTL or hop limit of 1
+	// or less: the kernel drops them before the FORWARD chain.
+	TTLExpired uint64 `json:"ttl_expired"`
 	// Error is set when the replay stopped early (e.g. a corrupt pcap); the
 	// counts above are those of the packets before it.
 	Error string `json:"error,omitempty"`

@@ -65,13 +65,7 @@ const capturedLocal = "198.18.2.2,fd00:198:18:2::2" // the server of every captu
 
 // parityExcluded are the pcap × rule set pairs left out, with the reason
 // (also in the README's list of known divergences).
-var parityExcluded = map[string]string{
-	"article/zeek_wikipedia_browse.pcap":           ttlPending,
-	"state/zeek_wikipedia_browse.pcap":             ttlPending,
-	"invalid-hashlimit/zeek_wikipedia_browse.pcap": ttlPending,
-}
-
-const ttlPending = "FORWARD packets with TTL/hop limit 1 (LLMNR, NBNS): the kernel drops them in ip_forward before the FORWARD hook, filterd counts them on the FORWARD policy (fix pending)"
+var parityExcluded = map[string]string{}
 
 // needKernel skips the test without root or the iptables tools, or fails it
 // when CI=true (CI runs as root: a missing capability there is a defect).

@@ -363,6 +363,9 @@ func printSummary(w io.Writer, s *engine.Summary, rules engine.Rules) {
 		fmt.Fprintf(w, "skipped %d non-IP frames; %d fragments held for reassembly; %d malformed (dropped by the IP layer); %d dropped with the conntrack table full\n",
 			s.Skipped, s.Held, s.Malformed, s.TableFull)
 	}
+	if s.TTLExpired > 0 {
+		fmt.Fprintf(w, "%d packets to forward with TTL/hop limit <= 1: dropped before the FORWARD chain, as the kernel's ip_forward does\n", s.TTLExpired)
+	}
 	for _, f := range s.Families {
 		if f.Filtered {
 			fmt.Fprintf(w, "%s: rules %s, %d packets\n", f.Family, f.Rules, f.Packets)
