@@ -56,7 +56,7 @@ func Load(name string, data []byte, opts LoadOptions) (*File, Diagnostics) {
 		opts.Family = packet.IPv4
 	}
 	p := &parser{opts: opts, name: name, file: &File{Name: name, Family: opts.Family},
-		ruleSrc: map[*Rule]string{}, reported: map[int]bool{}}
+		ruleSrc: map[*Rule]string{}, reported: map[Pos]bool{}}
 	p.run(string(data))
 	sort.SliceStable(p.diags, func(i, j int) bool {
 		a, b := p.diags[i].Pos, p.diags[j].Pos
@@ -82,9 +82,9 @@ type parser struct {
 	skipping    bool
 	table       *Table
 	ruleSrc     map[*Rule]string // source line of each rule, for diagnostics
-	reported    map[int]bool
-	lastCommit  int  // line of the last COMMIT
-	orphanShown bool // "outside a table" already reported for this run
+	reported    map[Pos]bool     // unresolved jumps already reported
+	lastCommit  int              // line of the last COMMIT
+	orphanShown bool             // "outside a table" already reported for this run
 	crlfShown   bool
 }
 
@@ -439,7 +439,7 @@ func (p *parser) commitTable() {
 			to := tb.Chain(r.Target.Chain)
 			p.line, p.src = r.Target.Pos.Line, p.ruleSrc[r]
 			tok := token{col: r.Target.Pos.Col, width: len([]rune(r.Target.Chain))}
-			if p.reported[tok.col+1000*p.line] {
+			if p.reported[r.Target.Pos] {
 				continue
 			}
 			kind := "-j"
@@ -449,7 +449,7 @@ func (p *parser) commitTable() {
 			switch {
 			case to == nil:
 				refsOK = false
-				p.reported[tok.col+1000*p.line] = true
+				p.reported[r.Target.Pos] = true
 				msg := fmt.Sprintf("%s %s: no chain or target named %q", kind, r.Target.Chain, r.Target.Chain)
 				hint := "declare the chain with :" + r.Target.Chain + " - [0:0] or -N " + r.Target.Chain
 				if s := suggestName(r.Target.Chain, append(chainNames(tb), "ACCEPT", "DROP", "RETURN", "REJECT", "LOG")); s != "" && !builtinChain(tb, s) {
@@ -459,7 +459,7 @@ func (p *parser) commitTable() {
 				p.errorf(tok, hint, "%s", msg)
 			case to.Builtin:
 				refsOK = false
-				p.reported[tok.col+1000*p.line] = true
+				p.reported[r.Target.Pos] = true
 				p.errorf(tok, "jump to a user-defined chain; to end processing use -j ACCEPT or -j DROP", "%s %s: cannot jump to built-in chain %s", kind, r.Target.Chain, r.Target.Chain)
 			}
 		}

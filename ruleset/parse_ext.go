@@ -14,7 +14,6 @@ type optDef struct {
 	name        string // long name without "--"
 	nargs       int
 	invert      bool // may follow '!'
-	multi       bool // may be given more than once
 	unsupported bool // valid iptables option filterd does not implement yet
 	apply       func(rs *ruleState, m *modState, opt token, args []token, inv bool)
 }
@@ -50,10 +49,8 @@ var modDefs map[string]*modDef
 var tdefs map[string]*modDef
 
 // parseUint parses a number up to max as iptables' xtables_strtoui does
-// (strtoul with base 0): decimal, 0x hex or 0-prefixed octal. The base
-// argument is ignored; it documents what the option's man page shows.
-func parseUint(s string, base int, max uint64) (uint64, bool) {
-	_ = base
+// (strtoul with base 0): decimal, 0x hex or 0-prefixed octal.
+func parseUint(s string, max uint64) (uint64, bool) {
 	if s == "" || strings.ContainsAny(s, "_+-") {
 		return 0, false
 	}
@@ -69,7 +66,7 @@ func parseUint(s string, base int, max uint64) (uint64, bool) {
 
 // parsePort parses a port number or a service name.
 func parsePort(s string) (uint16, bool) {
-	if v, ok := parseUint(s, 10, 65535); ok {
+	if v, ok := parseUint(s, 65535); ok {
 		return uint16(v), true
 	}
 	if v, ok := services[strings.ToLower(s)]; ok {
@@ -290,7 +287,7 @@ func (rs *ruleState) icmpType(t token, v6 bool, inv bool) (*ICMPMatch, bool) {
 		}
 	}
 	ts, cs, hasCode := strings.Cut(s, "/")
-	ty, ok := parseUint(ts, 10, 255)
+	ty, ok := parseUint(ts, 255)
 	if !ok {
 		hint := "use a type number, type/code, or a name such as echo-request"
 		var cands []string
@@ -305,7 +302,7 @@ func (rs *ruleState) icmpType(t token, v6 bool, inv bool) (*ICMPMatch, bool) {
 	}
 	m := &ICMPMatch{V6: v6, Type: uint8(ty), CodeLo: 0, CodeHi: 0xFF, Invert: inv}
 	if hasCode {
-		c, ok := parseUint(cs, 10, 255)
+		c, ok := parseUint(cs, 255)
 		if !ok {
 			rs.errorf(t, "", "invalid ICMP code %q", cs)
 			return nil, false
@@ -472,7 +469,7 @@ func init() {
 				return
 			}
 			m.seen["__cmp"] = true
-			n, ok := parseUint(a[0].text, 10, 255)
+			n, ok := parseUint(a[0].text, 255)
 			if !ok {
 				rs.errorf(a[0], "", "%s: invalid value %q (0 to 255)", m.name, a[0].text)
 				return
@@ -538,7 +535,7 @@ func init() {
 	}
 	u32opt := func(name string, max uint64, set func(v *HashlimitMatch, n uint32)) optDef {
 		return optDef{name: name, nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-			n, ok := parseUint(a[0].text, 10, max)
+			n, ok := parseUint(a[0].text, max)
 			if !ok {
 				rs.errorf(a[0], "", "hashlimit --%s: invalid number %q", name, a[0].text)
 				return
@@ -583,7 +580,7 @@ func init() {
 					}
 				}},
 				{name: "tcp-option", nargs: 1, invert: true, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-					n, ok := parseUint(a[0].text, 10, 255)
+					n, ok := parseUint(a[0].text, 255)
 					if !ok {
 						rs.errorf(a[0], "", "tcp: invalid TCP option %q", a[0].text)
 						return
@@ -723,7 +720,7 @@ func init() {
 					}
 				}},
 				{name: "limit-burst", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-					n, ok := parseUint(a[0].text, 10, 10000)
+					n, ok := parseUint(a[0].text, 10000)
 					if !ok {
 						rs.errorf(a[0], "", "limit: bad --limit-burst %q (0 to 10000)", a[0].text)
 						return
@@ -770,7 +767,7 @@ func init() {
 					} else {
 						max = 32
 					}
-					n, ok := parseUint(a[0].text, 10, max)
+					n, ok := parseUint(a[0].text, max)
 					if !ok {
 						rs.errorf(a[0], "", "hashlimit: bad --hashlimit-srcmask %q", a[0].text)
 						return
@@ -783,7 +780,7 @@ func init() {
 					if rs.p.opts.Family == packet.IPv6 {
 						max = 128
 					}
-					n, ok := parseUint(a[0].text, 10, max)
+					n, ok := parseUint(a[0].text, max)
 					if !ok {
 						rs.errorf(a[0], "", "hashlimit: bad --hashlimit-dstmask %q", a[0].text)
 						return
@@ -833,7 +830,7 @@ func init() {
 				}},
 				recentCmd("set", RecentSet), recentCmd("rcheck", RecentCheck), recentCmd("update", RecentUpdate), recentCmd("remove", RecentRemove),
 				{name: "seconds", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-					n, ok := parseUint(a[0].text, 10, 1<<32-1)
+					n, ok := parseUint(a[0].text, 1<<32-1)
 					if !ok {
 						rs.errorf(a[0], "", "recent: bad --seconds %q", a[0].text)
 						return
@@ -841,7 +838,7 @@ func init() {
 					m.val.(*RecentMatch).Seconds = uint32(n)
 				}},
 				{name: "hitcount", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
-					n, ok := parseUint(a[0].text, 10, 1<<32-1)
+					n, ok := parseUint(a[0].text, 1<<32-1)
 					if !ok {
 						rs.errorf(a[0], "", "recent: bad --hitcount %q", a[0].text)
 						return
@@ -944,7 +941,7 @@ func init() {
 					if rs.p.opts.Family == packet.IPv6 {
 						max = 128
 					}
-					n, ok := parseUint(a[0].text, 10, max)
+					n, ok := parseUint(a[0].text, max)
 					if !ok {
 						rs.errorf(a[0], "", "connlimit: bad --connlimit-mask %q", a[0].text)
 						return
@@ -962,10 +959,10 @@ func init() {
 		"mark": {name: "mark", init: func(*ruleState) any { return &MarkMatch{Mask: 0xFFFFFFFF} },
 			opts: []optDef{{name: "mark", nargs: 1, invert: true, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
 				vs, ms, hasMask := strings.Cut(a[0].text, "/")
-				v, ok := parseUint(vs, 0, 1<<32-1)
+				v, ok := parseUint(vs, 1<<32-1)
 				mask := uint64(0xFFFFFFFF)
 				if hasMask {
-					mask, ok = parseUint(ms, 0, 1<<32-1)
+					mask, ok = parseUint(ms, 1<<32-1)
 				}
 				if !ok {
 					rs.errorf(a[0], "write VALUE or VALUE/MASK, like 0x1/0xff", "mark: bad value %q", a[0].text)
@@ -1007,7 +1004,7 @@ func init() {
 		"length": {name: "length", init: func(*ruleState) any { return &LengthMatch{} },
 			opts: []optDef{{name: "length", nargs: 1, invert: true, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
 				ls, hs, isRange := strings.Cut(a[0].text, ":")
-				lo, ok1 := parseUint(ls, 10, 65535)
+				lo, ok1 := parseUint(ls, 65535)
 				hi, ok2 := lo, true
 				if isRange {
 					if ls == "" {
@@ -1015,7 +1012,7 @@ func init() {
 					}
 					hi, ok2 = 65535, true
 					if hs != "" {
-						hi, ok2 = parseUint(hs, 10, 65535)
+						hi, ok2 = parseUint(hs, 65535)
 					}
 				}
 				if !ok1 || !ok2 || lo > hi {
@@ -1092,7 +1089,7 @@ func init() {
 			opts: []optDef{
 				{name: "fragid", nargs: 1, invert: true, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
 					ls, hs, isRange := strings.Cut(a[0].text, ":")
-					lo, ok1 := parseUint(ls, 10, 1<<32-1)
+					lo, ok1 := parseUint(ls, 1<<32-1)
 					hi, ok2 := lo, true
 					if isRange {
 						if ls == "" {
@@ -1100,7 +1097,7 @@ func init() {
 						}
 						hi, ok2 = 1<<32-1, true
 						if hs != "" {
-							hi, ok2 = parseUint(hs, 10, 1<<32-1)
+							hi, ok2 = parseUint(hs, 1<<32-1)
 						}
 					}
 					if !ok1 || !ok2 || lo > hi {
@@ -1176,7 +1173,7 @@ func init() {
 				{name: "log-level", nargs: 1, apply: func(rs *ruleState, m *modState, o token, a []token, inv bool) {
 					l, ok := logLevels[strings.ToLower(a[0].text)]
 					if !ok {
-						n, ok2 := parseUint(a[0].text, 10, 7)
+						n, ok2 := parseUint(a[0].text, 7)
 						if !ok2 {
 							rs.errorf(a[0], "levels are 0-7 or emerg, alert, crit, error, warning, notice, info, debug", "LOG: bad --log-level %q", a[0].text)
 							return
@@ -1212,7 +1209,7 @@ func (rs *ruleState) connlimit(m *modState, o token, a token, above bool) {
 		return
 	}
 	m.seen["__limit"] = true
-	n, ok := parseUint(a.text, 10, 1<<32-1)
+	n, ok := parseUint(a.text, 1<<32-1)
 	if !ok {
 		rs.errorf(a, "", "connlimit: bad limit %q", a.text)
 		return

@@ -44,7 +44,7 @@ func protoNamesList() []string {
 
 // parseProto parses a -p argument: a number, a name, or "all".
 func parseProto(s string) (num uint8, any bool, ok bool) {
-	if n, ok := parseUint(s, 0, 255); ok {
+	if n, ok := parseUint(s, 255); ok {
 		return uint8(n), n == 0, true
 	}
 	l := strings.ToLower(s)

@@ -392,7 +392,6 @@ type ruleState struct {
 	srcs, dsts []netip.Prefix // expanded -s/-d lists (nil: any)
 	mods       []*modState
 	target     *modState // REJECT, LOG or an unsupported target
-	targetTok  token
 	targetSet  bool
 	protoSet   bool
 
@@ -523,7 +522,7 @@ func (rs *ruleState) parse(toks []token) {
 		if inv && !od.invert {
 			rs.errorf(invTok, "", "%s: option --%s cannot be inverted", m.name, od.name)
 		}
-		if m.seen[od.name] && !od.multi {
+		if m.seen[od.name] {
 			rs.errorf(t, "", "%s: option --%s given twice", m.name, od.name)
 		}
 		m.seen[od.name] = true
@@ -756,7 +755,6 @@ func (rs *ruleState) setTarget(key string, t, a token) {
 		return
 	}
 	rs.targetSet = true
-	rs.targetTok = a
 	name := a.text
 	tg := &rs.rule.Target
 	tg.Pos = rs.p.pos(a.col)
