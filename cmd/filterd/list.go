@@ -23,9 +23,18 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&lo.Exact, "exact", false, "same as -x")
 	fs.BoolVar(&lo.Numeric, "n", false, "numeric output, as iptables -L -n")
 	fs.BoolVar(&lo.Numeric, "numeric", false, "same as -n")
-	usageFor(fs, "list [-6] [--strict] [-v] [-x] [-n] FILE", "List the chains of a rules file as iptables -L prints them.")
-	if ok, code := parseArgs(fs, args, stdout); !ok {
+	var control string
+	fs.StringVar(&control, "control", "", "list the live rules and counters of the filterd run daemon on this control socket `path` instead of a file")
+	usageFor(fs, "list [-6] [--strict] [-v] [-x] [-n] FILE | list [-v] [-x] [-n] --control SOCK", "List the chains of a rules file (or of a running daemon) as iptables -L prints them.")
+	if ok, code := parseArgs(fs, controlArg(args), stdout); !ok {
 		return code
+	}
+	if control != "" {
+		if fs.NArg() != 0 {
+			fs.Usage()
+			return exitBadInput
+		}
+		return listLive(ctx, control, lo, stdout, stderr)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -51,4 +60,19 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// controlArg joins "--control PATH" into "--control=PATH": parseArgs takes
+// flags without separate values.
+func controlArg(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if (args[i] == "--control" || args[i] == "-control") && i+1 < len(args) {
+			out = append(out, args[i]+"="+args[i+1])
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }

@@ -35,6 +35,7 @@ func commands() []command {
 		{"replay", "replay pcap files through the engine and report verdicts", runReplay},
 		{"gen", "write a generated SYN-flood capture inside 198.18.0.0/15", runGen},
 		{"run", "verdict live packets from NFQUEUE (root)", runDaemon},
+		{"conntrack", "list a running daemon's flows as conntrack -L does", runConntrack},
 	}
 }
 

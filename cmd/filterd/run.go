@@ -2,11 +2,446 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"log/syslog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/filterd/filterd/conntrack"
+	"github.com/filterd/filterd/engine"
+	"github.com/filterd/filterd/packet"
+	"github.com/filterd/filterd/ruleset"
 )
 
-func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "filterd run: not implemented yet")
-	return exitFailure
+// runFlags are filterd run's options.
+type runFlags struct {
+	rules, rules6 string
+	queues        string
+	install       bool
+	hooks         string
+	bypass        bool
+	cpuFanout     bool
+	failOpen      bool
+	metrics       string
+	control       string
+	local         string
+	logTarget     string
+	logRate       float64
+	logBurst      int
+	maxQueueLen   uint
+	rcvbuf        int
+	ctMax         int
+	tcpLoose      bool
+	tcpLiberal    bool
+	checksum      bool
+	ftpHelper     bool
+	ftpPorts      string
+	drainTimeout  time.Duration
 }
+
+func (o *runFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.rules, "rules", "", "IPv4 rules `file` (iptables-save format); required")
+	fs.StringVar(&o.rules6, "rules6", "", "IPv6 rules `file` (ip6tables-save format); without it IPv6 passes unfiltered (tracked)")
+	fs.StringVar(&o.queues, "queues", "0", "NFQUEUE `N or N-M`: one handle and one worker per queue")
+	fs.BoolVar(&o.install, "install", false, "insert the NFQUEUE rules (iptables and ip6tables, top of each hook's chain) and remove exactly those on exit")
+	fs.StringVar(&o.hooks, "hooks", "INPUT,OUTPUT", "with --install: the built-in `chains` to divert (INPUT,OUTPUT[,FORWARD])")
+	fs.BoolVar(&o.bypass, "queue-bypass", false, "with --install: --queue-bypass, traffic passes unfiltered while filterd is not running")
+	fs.BoolVar(&o.cpuFanout, "queue-cpu-fanout", false, "with --install and several queues: --queue-cpu-fanout (queue by CPU instead of by flow hash)")
+	fs.BoolVar(&o.failOpen, "fail-open", false, "accept packets instead of dropping them when a queue is full (NFQA_CFG_F_FAIL_OPEN)")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics on this `address` (e.g. 127.0.0.1:9467)")
+	fs.StringVar(&o.control, "control", "", "serve the control API (filterd conntrack, filterd list --control) on this unix socket `path`")
+	fs.StringVar(&o.local, "local", "", "the host's `addresses` or prefixes, comma-separated, for -m addrtype LOCAL")
+	fs.StringVar(&o.logTarget, "log", "stderr", "where LOG target lines go: stderr, syslog or none")
+	fs.Float64Var(&o.logRate, "log-rate", 10, "LOG lines per second at most (token bucket)")
+	fs.IntVar(&o.logBurst, "log-burst", 50, "LOG lines allowed in a burst")
+	fs.UintVar(&o.maxQueueLen, "max-queue-len", 4096, "kernel queue length in packets")
+	fs.IntVar(&o.rcvbuf, "rcvbuf", 8<<20, "netlink receive buffer in `bytes` (SO_RCVBUFFORCE)")
+	fs.IntVar(&o.ctMax, "ct-max", conntrack.DefaultMax, "conntrack table capacity (nf_conntrack_max)")
+	fs.BoolVar(&o.tcpLoose, "tcp-loose", true, "nf_conntrack_tcp_loose: pick up established TCP flows mid-stream")
+	fs.BoolVar(&o.tcpLiberal, "tcp-be-liberal", false, "nf_conntrack_tcp_be_liberal")
+	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
+	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (RELATED data connections)")
+	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
+}
+
+// parseQueues parses --queues: "N" or "N-M" (also "N:M").
+func parseQueues(s string) ([]uint16, error) {
+	lo, hi, rng := strings.Cut(s, "-")
+	if !rng {
+		lo, hi, rng = strings.Cut(s, ":")
+	}
+	a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("%q: want a queue number N or a range N-M (0-65535)", s)
+	}
+	b := a
+	if rng {
+		if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16); err != nil || b < a {
+			return nil, fmt.Errorf("%q: want a range N-M with N <= M <= 65535", s)
+		}
+	}
+	if b-a >= 1024 {
+		return nil, fmt.Errorf("%q: at most 1024 queues", s)
+	}
+	out := make([]uint16, 0, b-a+1)
+	for q := a; q <= b; q++ {
+		out = append(out, uint16(q))
+	}
+	return out, nil
+}
+
+// daemon is one running filterd.
+type daemon struct {
+	o       runFlags
+	copts   ruleset.CompileOptions
+	eng     *engine.Engine
+	ct      *conntrack.Table
+	nfq     *engine.NFQueue
+	logw    *engine.LogWriter
+	loglim  *engine.RateLimitedWriter
+	log     *slog.Logger
+	stderr  io.Writer
+	reloads atomic.Uint64
+	failed  atomic.Uint64
+	mu      sync.Mutex // serialises reloads
+}
+
+func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("filterd run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o runFlags
+	o.register(fs)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintln(w, "usage: filterd run --rules FILE [--rules6 FILE] --queues N|N-M [--install [--hooks INPUT,OUTPUT[,FORWARD]] [--queue-bypass]]")
+		fmt.Fprintln(w, "                   [--fail-open] [--metrics ADDR] [--control SOCK] [--local ADDRS] [options]")
+		fmt.Fprintln(w, "\nVerdicts live packets from the kernel's NFQUEUE with the engine (root: CAP_NET_ADMIN, CAP_NET_RAW).")
+		fmt.Fprintln(w, "SIGHUP reloads the rules files (a broken file is reported and the old rules stay);")
+		fmt.Fprintln(w, "SIGTERM/SIGINT stop: installed rules removed, queued packets verdicted.")
+		fmt.Fprintln(w, "\noptions:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK
+		}
+		return exitBadInput
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "filterd run: unexpected argument %q\n", fs.Arg(0))
+		return exitBadInput
+	}
+	if o.rules == "" {
+		fmt.Fprintln(stderr, "filterd run: --rules FILE is required")
+		return exitBadInput
+	}
+	queues, err := parseQueues(o.queues)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: --queues %v\n", err)
+		return exitBadInput
+	}
+	hooks, err := parseHooks(o.hooks)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: --hooks %v\n", err)
+		return exitBadInput
+	}
+	local, err := parseLocal(o.local)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: --local: %v\n", err)
+		return exitBadInput
+	}
+	ports, err := parsePorts(o.ftpPorts)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: --ftp-ports: %v\n", err)
+		return exitBadInput
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d := &daemon{o: o, log: log, stderr: stderr}
+
+	var logOut io.Writer
+	switch o.logTarget {
+	case "stderr":
+		logOut = stderr
+	case "syslog":
+		w, err := syslog.New(syslog.LOG_WARNING|syslog.LOG_KERN, "filterd")
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd run: --log syslog: %v\n", err)
+			return exitFailure
+		}
+		defer w.Close()
+		logOut = w
+	case "none":
+	default:
+		fmt.Fprintf(stderr, "filterd run: --log %q: want stderr, syslog or none\n", o.logTarget)
+		return exitBadInput
+	}
+	if logOut != nil {
+		d.loglim = engine.NewRateLimitedWriter(logOut, o.logRate, o.logBurst, nil)
+		d.logw = engine.NewLogWriter(d.loglim)
+	} else {
+		d.logw = engine.NewLogWriter(nil)
+	}
+
+	d.ct = conntrack.New(conntrack.Config{
+		Max:          o.ctMax,
+		TCPLoose:     switchOf(o.tcpLoose),
+		TCPBeLiberal: switchOf(o.tcpLiberal),
+		Checksum:     switchOf(o.checksum),
+		FTPHelper:    o.ftpHelper,
+		FTPPorts:     ports,
+	})
+	d.copts = ruleset.CompileOptions{Log: d.logw.Log, LocalPrefixes: local}
+	rules, code := d.load(ctx, engine.Rules{})
+	if code != exitOK {
+		return code
+	}
+	// The hook and interfaces come with each packet: no Local here.
+	d.eng, err = engine.New(engine.Config{Rules: rules, Conntrack: d.ct, Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: %v\n", err)
+		return exitFailure
+	}
+
+	rej, err := engine.NewRejecter()
+	if err != nil {
+		log.Warn("REJECT will drop without a reply", "err", err)
+	} else {
+		defer rej.Close()
+	}
+	d.nfq, err = engine.OpenNFQueue(d.eng, engine.NFQueueConfig{
+		Queues:      queues,
+		MaxQueueLen: uint32(o.maxQueueLen),
+		ReadBuffer:  o.rcvbuf,
+		FailOpen:    o.failOpen,
+		Rejecter:    rej,
+		Logger:      log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: %v\n", err)
+		return exitFailure
+	}
+	stopQueues := func() { d.nfq.Stop(time.Second) }
+
+	var inst *installer
+	if o.install {
+		inst = newInstaller(queues, hooks, o.bypass, o.cpuFanout)
+		if err := inst.install(ctx); err != nil {
+			fmt.Fprintf(stderr, "filterd run: --install: %v\n", err)
+			inst.remove(context.Background())
+			stopQueues()
+			return exitFailure
+		}
+	}
+
+	var servers []func()
+	if o.metrics != "" {
+		stop, err := d.serveMetrics(o.metrics)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd run: --metrics: %v\n", err)
+		} else {
+			servers = append(servers, stop)
+		}
+	}
+	if o.control != "" {
+		stop, err := d.serveControl(o.control)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd run: --control: %v\n", err)
+		} else {
+			servers = append(servers, stop)
+		}
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("filterd: ready", "queues", o.queues, "rules", o.rules, "rules6", o.rules6, "install", o.install,
+		"bypass", o.bypass, "pid", os.Getpid())
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if err := d.reload(ctx); err != nil {
+				log.Error("filterd: reload refused; the old rules stay in force", "err", err)
+			} else {
+				log.Info("filterd: rules reloaded", "rules", o.rules, "rules6", o.rules6)
+			}
+		}
+	}
+	log.Info("filterd: stopping")
+	code = exitOK
+	if inst != nil {
+		if err := inst.remove(context.Background()); err != nil {
+			log.Error("filterd: removing the NFQUEUE rules", "err", err)
+			code = exitFailure
+		}
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	if err := d.nfq.Drain(dctx); err != nil {
+		log.Warn("filterd: drain", "err", err)
+	}
+	cancel()
+	stopQueues()
+	for _, stop := range servers {
+		stop()
+	}
+	log.Info("filterd: stopped", "packets", d.totalPackets())
+	return code
+}
+
+func (d *daemon) totalPackets() uint64 {
+	var n uint64
+	for _, s := range d.nfq.Stats() {
+		for i := range s.Packets {
+			n += s.Packets[i].Load()
+		}
+	}
+	return n
+}
+
+// load loads and compiles the rules files, carrying the hashlimit/recent
+// state of cur over. It prints diagnostics to the daemon's stderr.
+func (d *daemon) load(ctx context.Context, cur engine.Rules) (engine.Rules, int) {
+	var next engine.Rules
+	for _, x := range []struct {
+		path string
+		fam  packet.Family
+		cur  *ruleset.Compiled
+		dst  **ruleset.Compiled
+	}{{d.o.rules, packet.IPv4, cur.V4, &next.V4}, {d.o.rules6, packet.IPv6, cur.V6, &next.V6}} {
+		if x.path == "" {
+			continue
+		}
+		opts := d.copts
+		if x.cur != nil {
+			opts.State = x.cur.State()
+		}
+		c, code := loadCompiled(ctx, x.path, x.fam, opts, d.stderr)
+		if c == nil {
+			return engine.Rules{}, code
+		}
+		*x.dst = c
+	}
+	return next, exitOK
+}
+
+// reload swaps in freshly loaded rules atomically, or leaves the old ones.
+func (d *daemon) reload(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	next, code := d.load(ctx, d.eng.Rules())
+	if code != exitOK {
+		d.failed.Add(1)
+		return fmt.Errorf("%s%s: not loaded (exit status %d)", d.o.rules, map[bool]string{true: ", " + d.o.rules6, false: ""}[d.o.rules6 != ""], code)
+	}
+	d.eng.SetRules(next)
+	d.reloads.Add(1)
+	return nil
+}
+
+// parseHooks parses --hooks.
+func parseHooks(s string) ([]packet.Hook, error) {
+	var out []packet.Hook
+	for _, f := range strings.Split(s, ",") {
+		f = strings.ToUpper(strings.TrimSpace(f))
+		if f == "" {
+			continue
+		}
+		h, ok := packet.ParseHook(f)
+		if !ok || (h != packet.HookInput && h != packet.HookOutput && h != packet.HookForward) {
+			return nil, fmt.Errorf("%q: want INPUT, OUTPUT or FORWARD", f)
+		}
+		out = append(out, h)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no chain given")
+	}
+	return out, nil
+}
+
+// installer inserts filterd's NFQUEUE rules and removes exactly them.
+type installer struct {
+	rules []installRule
+	done  []installRule
+}
+
+type installRule struct {
+	cmd   string // iptables or ip6tables
+	chain string
+	spec  []string
+}
+
+func newInstaller(queues []uint16, hooks []packet.Hook, bypass, fanout bool) *installer {
+	spec := []string{"-m", "comment", "--comment", "filterd", "-j", "NFQUEUE"}
+	if len(queues) == 1 {
+		spec = append(spec, "--queue-num", strconv.Itoa(int(queues[0])))
+	} else {
+		spec = append(spec, "--queue-balance", fmt.Sprintf("%d:%d", queues[0], queues[len(queues)-1]))
+		if fanout {
+			spec = append(spec, "--queue-cpu-fanout")
+		}
+	}
+	if bypass {
+		spec = append(spec, "--queue-bypass")
+	}
+	in := &installer{}
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		for _, h := range hooks {
+			in.rules = append(in.rules, installRule{cmd: cmd, chain: h.String(), spec: spec})
+		}
+	}
+	return in
+}
+
+func (in *installer) install(ctx context.Context) error {
+	for _, r := range in.rules {
+		// A rule left by a killed filterd is adopted rather than doubled.
+		if _, err := iptables(ctx, r.cmd, append([]string{"-C", r.chain}, r.spec...)...); err != nil {
+			if _, err := iptables(ctx, r.cmd, append([]string{"-I", r.chain, "1"}, r.spec...)...); err != nil {
+				return err
+			}
+		}
+		in.done = append(in.done, r)
+	}
+	return nil
+}
+
+func (in *installer) remove(ctx context.Context) error {
+	var errs []error
+	for i := len(in.done) - 1; i >= 0; i-- {
+		r := in.done[i]
+		if _, err := iptables(ctx, r.cmd, append([]string{"-D", r.chain}, r.spec...)...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	in.done = nil
+	return errors.Join(errs...)
+}
+
+func iptables(ctx context.Context, cmd string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	args = append([]string{"-w", "5"}, args...)
+	out, err := exec.CommandContext(ctx, cmd, args...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w: %s", cmd, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+

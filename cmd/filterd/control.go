@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/filterd/filterd/conntrack"
+	"github.com/filterd/filterd/ruleset"
+)
+
+// The control API: plain HTTP on a unix socket (mode 0600).
+//
+//	GET /conntrack        the daemon's flows, one per line, as conntrack -L prints them
+//	GET /list?v=1&x=1&n=1 the live rule tables with counters, as iptables -L [-v] [-x] [-n]
+
+// serveControl serves the control API on the unix socket path; the returned
+// function stops it and removes the socket.
+func (d *daemon) serveControl(path string) (func(), error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		// A socket left by a killed daemon: nobody answers on it.
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: another daemon is serving this socket", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /conntrack", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		bw := bufio.NewWriter(w)
+		n := 0
+		d.ct.Range(func(e conntrack.Entry) bool {
+			bw.WriteString(e.String())
+			bw.WriteByte('\n')
+			n++
+			return true
+		})
+		fmt.Fprintf(bw, "filterd conntrack: %d flow entries have been shown.\n", n)
+		bw.Flush()
+	})
+	mux.HandleFunc("GET /list", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		lo := ruleset.ListOptions{Verbose: q.Get("v") != "", Exact: q.Get("x") != "", Numeric: q.Get("n") != ""}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		rules := d.eng.Rules()
+		first := true
+		for _, x := range []struct {
+			name string
+			c    *ruleset.Compiled
+		}{{"iptables", rules.V4}, {"ip6tables", rules.V6}} {
+			if x.c == nil {
+				continue
+			}
+			if !first {
+				io.WriteString(w, "\n")
+			}
+			first = false
+			if rules.V6 != nil {
+				fmt.Fprintf(w, "# %s\n", x.name)
+			}
+			ruleset.List(w, x.c.Snapshot(), lo)
+		}
+	})
+	stop := serveHTTP(d, ln, mux)
+	return func() {
+		stop()
+		os.Remove(path)
+	}, nil
+}
+
+// controlGet fetches path from the daemon's control socket.
+func controlGet(ctx context.Context, sock, path string, w io.Writer) error {
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}, Timeout: 30 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://filterd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w (is filterd run --control %s running?)", sock, err, sock)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("control socket %s: %s: %s", sock, resp.Status, b)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// defaultControl is the control socket the systemd unit uses.
+const defaultControl = "/run/filterd.sock"
+
+// runConntrack is `filterd conntrack`: the running daemon's flows.
+func runConntrack(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("conntrack", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("control", defaultControl, "the daemon's control socket `path`")
+	list := fs.Bool("L", true, "list the flows (conntrack -L), the only action")
+	usageFor(fs, "conntrack [-L] [--control SOCK]", "List a running filterd's connection tracking table as conntrack -L does.")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitBadInput
+	}
+	_ = list
+	if err := controlGet(ctx, *sock, "/conntrack", stdout); err != nil {
+		fmt.Fprintf(stderr, "filterd conntrack: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// listLive is `filterd list --control SOCK`.
+func listLive(ctx context.Context, sock string, lo ruleset.ListOptions, stdout, stderr io.Writer) int {
+	v := url.Values{}
+	if lo.Verbose {
+		v.Set("v", "1")
+	}
+	if lo.Exact {
+		v.Set("x", "1")
+	}
+	if lo.Numeric {
+		v.Set("n", "1")
+	}
+	if err := controlGet(ctx, sock, "/list?"+v.Encode(), stdout); err != nil {
+		fmt.Fprintf(stderr, "filterd list: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

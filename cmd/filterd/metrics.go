@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/filterd/filterd/engine"
+	"github.com/filterd/filterd/ruleset"
+)
+
+// metricsCollector exports the daemon's counters to Prometheus. Everything
+// is read at scrape time from the live counters (nothing is added on the
+// per-packet path beyond the engine's own atomics).
+type metricsCollector struct {
+	d *daemon
+
+	packets, bytes           *prometheus.Desc
+	rulePackets, ruleBytes   *prometheus.Desc
+	policyPackets            *prometheus.Desc
+	ctEntries, ctTableFull   *prometheus.Desc
+	ctInvalid                *prometheus.Desc
+	ctMax                    *prometheus.Desc
+	qDropped, qUserDropped   *prometheus.Desc
+	qWaiting                 *prometheus.Desc
+	enobufs, verdictErrs     *prometheus.Desc
+	rejects, rejectsLimited  *prometheus.Desc
+	latency                  *prometheus.Desc
+	logLines, logSuppressed  *prometheus.Desc
+	reloads, reloadFailures  *prometheus.Desc
+}
+
+func newMetricsCollector(d *daemon) *metricsCollector {
+	n := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("filterd_"+name, help, labels, nil)
+	}
+	return &metricsCollector{
+		d:                d,
+		packets:          n("packets_total", "Packets verdicted, by queue and verdict.", "queue", "verdict"),
+		bytes:            n("bytes_total", "L3 bytes verdicted, by queue and verdict.", "queue", "verdict"),
+		rulePackets:      n("rule_packets_total", "Packets matched per rule (iptables -L -v -x counters; reset by a reload).", "family", "chain", "rule", "target"),
+		ruleBytes:        n("rule_bytes_total", "Bytes matched per rule.", "family", "chain", "rule", "target"),
+		policyPackets:    n("policy_packets_total", "Packets decided by a built-in chain's policy.", "family", "chain", "policy"),
+		ctEntries:        n("conntrack_entries", "Conntrack entries by protocol and state.", "state"),
+		ctTableFull:      n("conntrack_table_full_drops_total", "New flows dropped because the conntrack table was full."),
+		ctInvalid:        n("conntrack_invalid_total", "Packets conntrack found INVALID."),
+		ctMax:            n("conntrack_max", "Conntrack table capacity."),
+		qDropped:         n("queue_dropped_total", "Packets the kernel dropped because the queue was full (nfnetlink_queue queue_dropped).", "queue"),
+		qUserDropped:     n("queue_user_dropped_total", "Packets the kernel could not deliver to filterd's socket (nfnetlink_queue user_dropped).", "queue"),
+		qWaiting:         n("queue_waiting", "Packets waiting in the kernel for a verdict.", "queue"),
+		enobufs:          n("queue_enobufs_total", "Receive buffer overruns (ENOBUFS) seen by filterd.", "queue"),
+		verdictErrs:      n("queue_verdict_errors_total", "Verdicts the kernel refused.", "queue"),
+		rejects:          n("reject_replies_total", "REJECT replies sent.", "queue"),
+		rejectsLimited:   n("reject_replies_suppressed_total", "REJECT replies not sent (kernel rules: ICMP rate limit, no reply to errors, RSTs).", "queue"),
+		latency:          n("verdict_latency_seconds", "Time from receiving a packet to sending its verdict.", "queue"),
+		logLines:         n("log_lines_total", "Packets that hit a LOG rule."),
+		logSuppressed:    n("log_lines_suppressed_total", "LOG lines dropped by the rate limit."),
+		reloads:          n("reloads_total", "Successful rule reloads."),
+		reloadFailures:   n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
+	}
+}
+
+func (m *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(m, ch)
+}
+
+func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	d := m.d
+	counter := func(desc *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range d.nfq.Stats() {
+		q := strconv.Itoa(int(s.Queue))
+		for a := engine.Accept; a <= engine.Held; a++ {
+			counter(m.packets, s.Packets[a].Load(), q, a.String())
+			counter(m.bytes, s.Bytes[a].Load(), q, a.String())
+		}
+		counter(m.enobufs, s.ENOBUFS.Load(), q)
+		counter(m.verdictErrs, s.VerdictErrors.Load(), q)
+		counter(m.rejects, s.RejectSent.Load(), q)
+		counter(m.rejectsLimited, s.RejectLimited.Load(), q)
+		buckets := make(map[float64]uint64, len(engine.LatencyBuckets))
+		var cum uint64
+		for i, ub := range engine.LatencyBuckets {
+			cum += s.Latency[i].Load()
+			buckets[ub] = cum
+		}
+		cum += s.Latency[len(engine.LatencyBuckets)].Load()
+		ch <- prometheus.MustNewConstHistogram(m.latency, cum, float64(s.LatencySumNs.Load())/1e9, buckets, q)
+	}
+	if qs, err := engine.ReadQueueProc("/proc/net/netfilter/nfnetlink_queue"); err == nil {
+		mine := map[uint16]bool{}
+		for _, s := range d.nfq.Stats() {
+			mine[s.Queue] = true
+		}
+		for _, p := range qs {
+			if !mine[p.Queue] {
+				continue
+			}
+			q := strconv.Itoa(int(p.Queue))
+			counter(m.qDropped, p.Dropped, q)
+			counter(m.qUserDropped, p.UserDropped, q)
+			gauge(m.qWaiting, float64(p.Waiting), q)
+		}
+	}
+	rules := d.eng.Rules()
+	for _, x := range []struct {
+		fam string
+		c   *ruleset.Compiled
+	}{{"ipv4", rules.V4}, {"ipv6", rules.V6}} {
+		if x.c == nil {
+			continue
+		}
+		t := x.c.Snapshot()
+		for _, chn := range t.Chains {
+			if chn.Builtin {
+				counter(m.policyPackets, chn.Counters.Packets, x.fam, chn.Name, chn.Policy.String())
+			}
+			for i, r := range chn.Rules {
+				target := targetName(r.Target)
+				num := strconv.Itoa(i + 1)
+				counter(m.rulePackets, r.Counters.Packets, x.fam, chn.Name, num, target)
+				counter(m.ruleBytes, r.Counters.Bytes, x.fam, chn.Name, num, target)
+			}
+		}
+	}
+	for state, n := range d.ct.Counts() {
+		gauge(m.ctEntries, float64(n), state)
+	}
+	st := d.ct.Stats()
+	counter(m.ctTableFull, st.Drop)
+	counter(m.ctInvalid, st.Invalid)
+	gauge(m.ctMax, float64(d.o.ctMax))
+	counter(m.logLines, d.logw.Lines())
+	if d.loglim != nil {
+		counter(m.logSuppressed, d.loglim.Suppressed())
+	}
+	counter(m.reloads, d.reloads.Load())
+	counter(m.reloadFailures, d.failed.Load())
+}
+
+// serveMetrics serves /metrics on addr; the returned function stops it.
+func (d *daemon) serveMetrics(addr string) (func(), error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(newMetricsCollector(d)); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return serveHTTP(d, ln, mux), nil
+}
+
+func serveHTTP(d *daemon, ln net.Listener, h http.Handler) func() {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("filterd: http", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}
+}
+
+// targetName names a rule's target as iptables -L does.
+func targetName(t ruleset.Target) string {
+	switch t.Kind {
+	case ruleset.TargetAccept:
+		return "ACCEPT"
+	case ruleset.TargetDrop:
+		return "DROP"
+	case ruleset.TargetReturn:
+		return "RETURN"
+	case ruleset.TargetJump, ruleset.TargetGoto:
+		return t.Chain
+	case ruleset.TargetReject:
+		return "REJECT"
+	case ruleset.TargetLog:
+		return "LOG"
+	}
+	return ""
+}

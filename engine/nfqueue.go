@@ -1,0 +1,478 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/filterd/filterd/packet"
+)
+
+// NFQueueConfig configures the live NFQUEUE packet source.
+type NFQueueConfig struct {
+	// Queues are the queue numbers to bind, one handle and one worker each.
+	Queues []uint16
+	// MaxQueueLen is the kernel queue's capacity in packets (default 4096).
+	MaxQueueLen uint32
+	// MaxPacketLen is how many bytes of each packet the kernel copies
+	// (default 65535: whole packets).
+	MaxPacketLen uint32
+	// ReadBuffer is the netlink socket's receive buffer in bytes, set with
+	// SO_RCVBUFFORCE (default 8 MiB). ENOBUFS is left on: overload is counted.
+	ReadBuffer int
+	// FailOpen asks the kernel to accept packets instead of dropping them when
+	// the queue is full (NFQA_CFG_F_FAIL_OPEN).
+	FailOpen bool
+	// Rejecter sends REJECT replies; nil rejects as a plain drop.
+	Rejecter *Rejecter
+	// Logger receives operational messages.
+	Logger *slog.Logger
+	// IfaceTTL is how long interface index → name lookups are cached
+	// (default 10 s).
+	IfaceTTL time.Duration
+}
+
+// LatencyBuckets are the upper bounds, in seconds, of the verdict latency
+// histogram kept per queue (from the moment the packet is handed to
+// filterd until its verdict is sent).
+var LatencyBuckets = [...]float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3}
+
+// QueueStats are one queue's counters. All fields are updated atomically.
+type QueueStats struct {
+	Queue         uint16
+	Packets       [4]atomic.Uint64 // by Action
+	Bytes         [4]atomic.Uint64
+	VerdictErrors atomic.Uint64 // verdicts the kernel did not take
+	ENOBUFS       atomic.Uint64 // receive overruns: the kernel dropped messages for us
+	RecvErrors    atomic.Uint64 // other receive errors
+	RejectSent    atomic.Uint64 // REJECT replies sent
+	RejectLimited atomic.Uint64 // REJECT replies suppressed by the ICMP rate limit or RejectWouldReply
+	RejectErrors  atomic.Uint64 // replies the raw socket refused
+	Latency       [len(LatencyBuckets) + 1]atomic.Uint64
+	LatencySumNs  atomic.Uint64
+}
+
+// NFQueue verdicts packets from kernel NFQUEUE queues with an Engine.
+type NFQueue struct {
+	eng     *Engine
+	cfg     NFQueueConfig
+	runners []*nfqRunner
+	cancel  context.CancelFunc
+	stopped bool
+}
+
+type nfqRunner struct {
+	q       *NFQueue
+	num     uint16
+	nf      *nfqueue.Nfqueue
+	w       *Worker
+	stats   QueueStats
+	ifnames map[uint32]string
+	ifAt    time.Time
+	rej     []byte
+	log     *slog.Logger
+	lastErr time.Time
+	portID  uint32
+}
+
+// ErrQueueBound is wrapped by OpenNFQueue's error when another process
+// already holds a queue.
+var ErrQueueBound = errors.New("queue already bound by another process")
+
+// OpenNFQueue binds every configured queue (copy-packet mode, UID/GID
+// attributes) and starts reading. Packets are verdicted until Stop. On error
+// the queues bound so far are released.
+func OpenNFQueue(eng *Engine, cfg NFQueueConfig) (*NFQueue, error) {
+	if len(cfg.Queues) == 0 {
+		return nil, errors.New("nfqueue: no queue given")
+	}
+	if cfg.MaxQueueLen == 0 {
+		cfg.MaxQueueLen = 4096
+	}
+	if cfg.MaxPacketLen == 0 {
+		cfg.MaxPacketLen = 0xffff
+	}
+	if cfg.ReadBuffer == 0 {
+		cfg.ReadBuffer = 8 << 20
+	}
+	if cfg.IfaceTTL == 0 {
+		cfg.IfaceTTL = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &NFQueue{eng: eng, cfg: cfg, cancel: cancel}
+	for _, num := range cfg.Queues {
+		r, err := q.open(ctx, num)
+		if err != nil {
+			q.Stop(time.Second)
+			return nil, err
+		}
+		q.runners = append(q.runners, r)
+	}
+	return q, nil
+}
+
+func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
+	flags := uint32(nfqueue.NfQaCfgFlagUIDGid)
+	if q.cfg.FailOpen {
+		flags |= nfqueue.NfQaCfgFlagFailOpen
+	}
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      num,
+		MaxQueueLen:  q.cfg.MaxQueueLen,
+		MaxPacketLen: q.cfg.MaxPacketLen,
+		Copymode:     nfqueue.NfQnlCopyPacket,
+		Flags:        flags,
+		AfFamily:     unix.AF_INET,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nfqueue %d: open netlink socket: %w", num, err)
+	}
+	if err := setRcvBufForce(nf.Con, q.cfg.ReadBuffer); err != nil {
+		q.cfg.Logger.Warn("nfqueue: cannot enlarge the receive buffer", "queue", num, "err", err)
+	}
+	r := &nfqRunner{
+		q:       q,
+		num:     num,
+		nf:      nf,
+		w:       q.eng.NewWorker(),
+		ifnames: make(map[uint32]string),
+		rej:     make([]byte, 0, 1500),
+		log:     q.cfg.Logger.With("queue", num),
+	}
+	r.stats.Queue = num
+	r.portID = nf.Con.PID()
+	if err := nf.RegisterWithErrorFunc(ctx, r.handle, func(err error) int { return r.onError(ctx, err) }); err != nil {
+		nf.Close()
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("nfqueue %d: %w (%v); the owner's netlink port id (usually its PID) is the second column of queue %d's line in /proc/net/netfilter/nfnetlink_queue%s",
+				num, ErrQueueBound, err, num, ownerHint(num))
+		}
+		return nil, fmt.Errorf("nfqueue %d: bind: %w", num, err)
+	}
+	return r, nil
+}
+
+// ownerHint names the process holding queue num, when /proc says.
+func ownerHint(num uint16) string {
+	qs, err := ReadQueueProc("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return ""
+	}
+	for _, s := range qs {
+		if s.Queue == num {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.PortID)); err == nil {
+				return fmt.Sprintf(" (now: port id %d, process %q)", s.PortID, strings.TrimSpace(string(b)))
+			}
+			return fmt.Sprintf(" (now: port id %d)", s.PortID)
+		}
+	}
+	return ""
+}
+
+func setRcvBufForce(c *netlink.Conn, n int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		if serr != nil { // without CAP_NET_ADMIN: as much as rmem_max allows
+			serr = errors.Join(serr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n))
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// onError keeps the read loop alive: ENOBUFS (the kernel could not hand us
+// messages because our socket buffer was full) is counted and logged at most
+// once a second; everything else is logged. The loop ends only when ctx is
+// done.
+func (r *nfqRunner) onError(ctx context.Context, err error) int {
+	if ctx.Err() != nil {
+		return 1
+	}
+	now := time.Now()
+	if errors.Is(err, unix.ENOBUFS) {
+		r.stats.ENOBUFS.Add(1)
+		if now.Sub(r.lastErr) >= time.Second {
+			r.lastErr = now
+			r.log.Warn("nfqueue: receive buffer overrun (ENOBUFS): packets were lost to the kernel's queue",
+				"total", r.stats.ENOBUFS.Load())
+		}
+		return 0
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return 0
+	}
+	r.stats.RecvErrors.Add(1)
+	if now.Sub(r.lastErr) >= time.Second {
+		r.lastErr = now
+		r.log.Error("nfqueue: receive", "err", err)
+	}
+	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF) {
+		return 1
+	}
+	return 0
+}
+
+// handle verdicts one packet. Every packet with an id gets exactly one
+// verdict, whatever happens.
+func (r *nfqRunner) handle(a nfqueue.Attribute) int {
+	if a.PacketID == nil {
+		return 0
+	}
+	id := *a.PacketID
+	if a.Payload == nil {
+		r.verdict(id, nfqueue.NfAccept)
+		return 0
+	}
+	start := time.Now()
+	data := *a.Payload
+	meta := packet.Meta{Time: start}
+	if a.Hook != nil && *a.Hook < uint8(packet.NumHooks) {
+		meta.Hook = packet.Hook(*a.Hook)
+	}
+	if a.InDev != nil {
+		meta.InIface = r.ifname(*a.InDev, start)
+	}
+	if a.OutDev != nil {
+		meta.OutIface = r.ifname(*a.OutDev, start)
+	}
+	if a.Mark != nil {
+		meta.Mark = *a.Mark
+	}
+	if a.UID != nil && a.GID != nil {
+		meta.UID, meta.GID, meta.HasOwner = *a.UID, *a.GID, true
+	}
+	if a.HwAddr != nil && len(*a.HwAddr) >= 6 {
+		copy(meta.SrcMAC[:], *a.HwAddr)
+		meta.HasMAC = true
+	}
+	meta.Local = meta.Hook == packet.HookOutput || meta.Hook == packet.HookPostRouting
+	v := r.w.Process(data, meta)
+	nfv := nfqueue.NfAccept
+	switch v.Action {
+	case Drop:
+		nfv = nfqueue.NfDrop
+	case Reject:
+		nfv = nfqueue.NfDrop
+		r.reject(data, v)
+	case Held:
+		// A fragment kept for reassembly: the kernel reassembles before
+		// INPUT (and before conntrack's hooks when nf_defrag is loaded),
+		// so this is rare; let it pass and judge the whole datagram.
+	}
+	r.verdict(id, nfv)
+	act := v.Action
+	if int(act) >= len(r.stats.Packets) {
+		act = Drop
+	}
+	r.stats.Packets[act].Add(1)
+	r.stats.Bytes[act].Add(uint64(v.Len))
+	d := time.Since(start)
+	r.stats.LatencySumNs.Add(uint64(d))
+	sec := d.Seconds()
+	i := 0
+	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
+		i++
+	}
+	r.stats.Latency[i].Add(1)
+	return 0
+}
+
+func (r *nfqRunner) verdict(id uint32, v int) {
+	if err := r.nf.SetVerdict(id, v); err != nil {
+		r.stats.VerdictErrors.Add(1)
+		now := time.Now()
+		if now.Sub(r.lastErr) >= time.Second {
+			r.lastErr = now
+			r.log.Error("nfqueue: verdict", "id", id, "err", err)
+		}
+	}
+}
+
+func (r *nfqRunner) reject(data []byte, v Verdict) {
+	rj := r.q.cfg.Rejecter
+	if rj == nil {
+		return
+	}
+	p := r.w.Packet()
+	var ok bool
+	r.rej, ok = AppendReject(r.rej[:0], data, p, v.RejectWith)
+	if !ok || !rj.Allow(p, v.RejectWith, p.Meta.Time) {
+		r.stats.RejectLimited.Add(1)
+		return
+	}
+	if err := rj.Send(r.rej); err != nil {
+		r.stats.RejectErrors.Add(1)
+		r.log.Debug("reject: send", "err", err)
+		return
+	}
+	r.stats.RejectSent.Add(1)
+}
+
+// ifname maps an interface index to its name, caching lookups for IfaceTTL.
+func (r *nfqRunner) ifname(idx uint32, now time.Time) string {
+	if now.Sub(r.ifAt) > r.q.cfg.IfaceTTL {
+		clear(r.ifnames)
+		r.ifAt = now
+	}
+	if n, ok := r.ifnames[idx]; ok {
+		return n
+	}
+	n := ""
+	if ifc, err := net.InterfaceByIndex(int(idx)); err == nil {
+		n = ifc.Name
+	}
+	r.ifnames[idx] = n
+	return n
+}
+
+// Stats returns the queues' counters (live values; read them atomically).
+func (q *NFQueue) Stats() []*QueueStats {
+	out := make([]*QueueStats, len(q.runners))
+	for i, r := range q.runners {
+		out[i] = &r.stats
+	}
+	return out
+}
+
+// Drain waits, polling /proc/net/netfilter/nfnetlink_queue, until the
+// kernel holds no packet waiting in our queues (call it after removing the
+// rules that feed them), or until ctx is done.
+func (q *NFQueue) Drain(ctx context.Context) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		qs, err := ReadQueueProc("/proc/net/netfilter/nfnetlink_queue")
+		if err != nil {
+			return err
+		}
+		waiting := 0
+		for _, s := range qs {
+			for _, r := range q.runners {
+				if s.Queue == r.num {
+					waiting += int(s.Waiting)
+				}
+			}
+		}
+		if waiting == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nfqueue: %d packets still queued: %w", waiting, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops reading, unbinds the queues and closes the sockets. The read
+// loops finish the batch of packets they have read (each gets its verdict)
+// and unbind their queue; Stop waits, polling the kernel's queue list, until
+// the queues are gone (at most timeout), then closes the sockets. Packets
+// still waiting in the kernel's queue when it is unbound are dropped by the
+// kernel: remove the rules that feed the queues and call Drain first.
+func (q *NFQueue) Stop(timeout time.Duration) {
+	if q.stopped {
+		return
+	}
+	q.stopped = true
+	q.cancel()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		qs, err := ReadQueueProc("/proc/net/netfilter/nfnetlink_queue")
+		if err != nil {
+			break
+		}
+		bound := false
+		for _, s := range qs {
+			for _, r := range q.runners {
+				if s.Queue == r.num && s.PortID == r.portID {
+					bound = true
+				}
+			}
+		}
+		if !bound {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	for _, r := range q.runners {
+		r.nf.Close()
+	}
+}
+
+// QueueProc is one line of /proc/net/netfilter/nfnetlink_queue.
+type QueueProc struct {
+	Queue       uint16
+	PortID      uint32 // netlink port id of the bound socket (usually its PID)
+	Waiting     uint32 // packets waiting for a verdict
+	CopyMode    uint8
+	CopyRange   uint32
+	Dropped     uint64 // dropped because the queue was full
+	UserDropped uint64 // dropped because netlink could not deliver them (our receive buffer was full)
+	IDSequence  uint32 // last packet id handed out
+}
+
+// ReadQueueProc parses /proc/net/netfilter/nfnetlink_queue (path given for
+// tests).
+func ReadQueueProc(path string) ([]QueueProc, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseQueueProc(f)
+}
+
+// ParseQueueProc parses the format of /proc/net/netfilter/nfnetlink_queue:
+// queue, portid, waiting, copy mode, copy range, queue dropped, user
+// dropped, id sequence, 1.
+func ParseQueueProc(r io.Reader) ([]QueueProc, error) {
+	var out []QueueProc
+	sc := bufio.NewScanner(r)
+	line := 0
+	for sc.Scan() {
+		line++
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 8 {
+			return out, fmt.Errorf("nfnetlink_queue line %d: %d fields, want 9", line, len(f))
+		}
+		var n [8]uint64
+		for i := 0; i < 8; i++ {
+			v, err := strconv.ParseUint(f[i], 10, 64)
+			if err != nil {
+				return out, fmt.Errorf("nfnetlink_queue line %d field %d: %w", line, i+1, err)
+			}
+			n[i] = v
+		}
+		out = append(out, QueueProc{Queue: uint16(n[0]), PortID: uint32(n[1]), Waiting: uint32(n[2]),
+			CopyMode: uint8(n[3]), CopyRange: uint32(n[4]), Dropped: n[5], UserDropped: n[6], IDSequence: uint32(n[7])})
+	}
+	return out, sc.Err()
+}
