@@ -130,6 +130,51 @@ func (k Key) Invert() (Key, bool) {
 	return r, true
 }
 
+// equal is k == *o, comparing the fields most likely to differ first.
+func (k *Key) equal(o *Key) bool {
+	return k.SrcPort == o.SrcPort && k.DstPort == o.DstPort && k.Proto == o.Proto && k.Family == o.Family &&
+		k.Src == o.Src && k.Dst == o.Dst
+}
+
+// isInverseOf reports whether o has an inverse and it equals k, that is
+// whether o.Invert() returns k, true; without building the inverse.
+func (k *Key) isInverseOf(o *Key) bool {
+	switch o.Proto {
+	case packet.ProtoICMP, packet.ProtoICMPv6:
+		if k.SrcPort != o.SrcPort || k.DstPort&0xff != o.DstPort&0xff {
+			return false
+		}
+		var t uint8
+		var ok bool
+		if o.Proto == packet.ProtoICMP {
+			t, ok = icmpInvert(o.ICMPType())
+		} else {
+			t, ok = icmpv6Invert(o.ICMPType())
+		}
+		if !ok || k.ICMPType() != t {
+			return false
+		}
+	default:
+		if k.SrcPort != o.DstPort || k.DstPort != o.SrcPort {
+			return false
+		}
+	}
+	return k.Proto == o.Proto && k.Family == o.Family && k.Src == o.Dst && k.Dst == o.Src
+}
+
+// invertible reports whether k has an inverse (Invert succeeds).
+func (k *Key) invertible() bool {
+	switch k.Proto {
+	case packet.ProtoICMP:
+		_, ok := icmpInvert(k.ICMPType())
+		return ok
+	case packet.ProtoICMPv6:
+		_, ok := icmpv6Invert(k.ICMPType())
+		return ok
+	}
+	return true
+}
+
 // KeyOf returns the tuple of a decoded packet in its own direction.
 func KeyOf(p *packet.Packet) Key {
 	k := Key{Family: p.Family, Proto: p.Proto, Src: p.Src, Dst: p.Dst}
@@ -175,8 +220,16 @@ func (t *Table) hash(k *Key) uint64 {
 }
 
 func (t *Table) epHash(a netip.Addr, port uint16) uint64 {
-	b := a.As16()
-	hi := binary.LittleEndian.Uint64(b[:8])
-	lo := binary.LittleEndian.Uint64(b[8:])
+	var hi, lo uint64
+	if a.Is4() {
+		// The same words as from As16 (::ffff:a.b.c.d read little-endian),
+		// without a 16-byte copy that defeats store forwarding.
+		b := a.As4()
+		lo = 0xffff<<16 | uint64(binary.LittleEndian.Uint32(b[:]))<<32
+	} else {
+		b := a.As16()
+		hi = binary.LittleEndian.Uint64(b[:8])
+		lo = binary.LittleEndian.Uint64(b[8:])
+	}
 	return mix(hi^t.seed[0], lo^t.seed[1]^uint64(port)<<17)
 }

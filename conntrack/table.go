@@ -213,18 +213,18 @@ func (s *shard) release(e *entry) {
 	s.free = e.self + 1
 }
 
-// find looks k up (and its inverse kinv when hasInv) in bucket b. An expired
+// find looks k up (and its inverse, when it has one) in bucket b. An expired
 // entry found on the way is removed (lazy expiry, as the kernel's lookup
 // does with nf_ct_gc_expired).
-func (t *Table) find(s *shard, b uint32, k, kinv *Key, hasInv bool, now int64) (*entry, uint8) {
+func (t *Table) find(s *shard, b uint32, k *Key, now int64) (*entry, uint8) {
 	for idx := s.buckets[b]; idx != 0; {
 		e := s.at(idx - 1)
 		idx = e.next
 		var dir uint8
 		switch {
-		case e.key == *k:
+		case e.key.equal(k):
 			dir = 0
-		case hasInv && e.key == *kinv:
+		case e.key.isInverseOf(k):
 			dir = 1
 		default:
 			continue
@@ -313,7 +313,6 @@ func (t *Table) Track(p *packet.Packet) Ref {
 	}
 
 	k := KeyOf(p)
-	kinv, hasInv := k.Invert()
 	sh, b := t.shardOf(t.hash(&k))
 	s := &t.shards[sh]
 	s.mu.Lock()
@@ -321,7 +320,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		s.now = now
 	}
 	for repeat := 0; repeat < 2; repeat++ {
-		e, dir := t.find(s, b, &k, &kinv, hasInv, now)
+		e, dir := t.find(s, b, &k, now)
 		if e == nil {
 			break
 		}
@@ -368,7 +367,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		setState(p, ctinfo, dir)
 		return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo, flags: flags}
 	}
-	return t.newFlow(s, sh, b, &k, hasInv, p, now)
+	return t.newFlow(s, sh, b, &k, k.invertible(), p, now)
 }
 
 // newFlow is init_conntrack plus the first run of the protocol tracker on
@@ -453,11 +452,10 @@ func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
 	if !ok {
 		return t.invalid(p)
 	}
-	innerInv, hasInv := inner.Invert()
 	sh, b := t.shardOf(t.hash(&inner))
 	s := &t.shards[sh]
 	s.mu.Lock()
-	e, dir := t.find(s, b, &inner, &innerInv, hasInv, now)
+	e, dir := t.find(s, b, &inner, now)
 	if e == nil {
 		s.mu.Unlock()
 		return t.invalid(p)
@@ -524,8 +522,7 @@ func (r Ref) Confirm(p *packet.Packet) {
 		return // entry went away meanwhile
 	}
 	if r.flags&refTentative != 0 {
-		kinv, hasInv := e.key.Invert()
-		if other, _ := t.find(s, e.bucket, &e.key, &kinv, hasInv, now); other != nil {
+		if other, _ := t.find(s, e.bucket, &e.key, now); other != nil {
 			// Another worker confirmed the same flow first.
 			s.release(e)
 			t.count.Add(-1)

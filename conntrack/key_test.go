@@ -1,0 +1,91 @@
+package conntrack
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/filterd/filterd/packet"
+)
+
+// randKey returns a key from a small space so that equal, inverse and
+// nearly-equal keys occur often.
+func randKey(r *rand.Rand) Key {
+	protos := []uint8{packet.ProtoTCP, packet.ProtoUDP, packet.ProtoICMP, packet.ProtoICMPv6, packet.ProtoGRE}
+	icmpTypes := []uint8{0, 3, 8, 13, 14, 15, 16, 17, 18, 128, 129, 130, 139, 140}
+	k := Key{Proto: protos[r.IntN(len(protos))], Family: packet.IPv4}
+	addrs4 := []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.19.255.255")}
+	addrs6 := []netip.Addr{netip.MustParseAddr("fd00:198:18::1"), netip.MustParseAddr("fd00:198:18::2"), netip.MustParseAddr("::ffff:198.18.0.1")}
+	as := addrs4
+	if r.IntN(2) == 0 {
+		k.Family, as = packet.IPv6, addrs6
+	}
+	k.Src, k.Dst = as[r.IntN(len(as))], as[r.IntN(len(as))]
+	ports := []uint16{0, 1, 80, 0x0800, 0x8000, 40000}
+	k.SrcPort, k.DstPort = ports[r.IntN(len(ports))], ports[r.IntN(len(ports))]
+	if isICMP(k.Proto) {
+		k.DstPort = uint16(icmpTypes[r.IntN(len(icmpTypes))])<<8 | uint16(r.IntN(2))
+	}
+	return k
+}
+
+// TestKeyCompare checks the lookup's comparisons against their definitions:
+// equal is ==, isInverseOf(o) is o.Invert() == (k, true), invertible is
+// Invert's ok.
+func TestKeyCompare(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	inverse, equal := 0, 0
+	for i := 0; i < 200000; i++ {
+		a, b := randKey(r), randKey(r)
+		if i%3 == 0 {
+			if inv, ok := a.Invert(); ok {
+				b = inv // make inverse pairs common
+			}
+		}
+		if got, want := a.equal(&b), a == b; got != want {
+			t.Fatalf("%+v equal %+v = %v, want %v", a, b, got, want)
+		}
+		inv, ok := b.Invert()
+		if got, want := a.isInverseOf(&b), ok && inv == a; got != want {
+			t.Fatalf("%+v isInverseOf %+v = %v, want %v", a, b, got, want)
+		}
+		if got := b.invertible(); got != ok {
+			t.Fatalf("%+v invertible = %v, want %v", b, got, ok)
+		}
+		if a.equal(&b) {
+			equal++
+		}
+		if ok && inv == a {
+			inverse++
+		}
+	}
+	if inverse < 1000 || equal < 100 {
+		t.Errorf("only %d inverse and %d equal pairs drawn", inverse, equal)
+	}
+}
+
+// TestEpHashAs16 checks that the endpoint hash reads IPv4 addresses as the
+// same words as their 16-byte (IPv4-mapped) form, so the hash is the same
+// function of As16 for both families.
+func TestEpHashAs16(t *testing.T) {
+	tab := New(Config{HashSeed: 5})
+	ref := func(a netip.Addr, port uint16) uint64 {
+		b := a.As16()
+		hi := binary.LittleEndian.Uint64(b[:8])
+		lo := binary.LittleEndian.Uint64(b[8:])
+		return mix(hi^tab.seed[0], lo^tab.seed[1]^uint64(port)<<17)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 10000; i++ {
+		var b16 [16]byte
+		binary.LittleEndian.PutUint64(b16[:8], r.Uint64())
+		binary.LittleEndian.PutUint64(b16[8:], r.Uint64())
+		port := uint16(r.Uint32())
+		for _, a := range []netip.Addr{netip.AddrFrom4([4]byte(b16[:4])), netip.AddrFrom16(b16), netip.AddrFrom16(netip.AddrFrom4([4]byte(b16[4:8])).As16())} {
+			if got, want := tab.epHash(a, port), ref(a, port); got != want {
+				t.Fatalf("epHash(%v, %d) = %x, want %x", a, port, got, want)
+			}
+		}
+	}
+}
