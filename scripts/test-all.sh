@@ -3,7 +3,7 @@
 # tests need from Debian's packages (apt-get update once, then install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs="iptables iproute2 tcpdump hping3 conntrack curl netcat-openbsd ethtool"
+pkgs="iptables iproute2 tcpdump hping3 conntrack curl netcat-openbsd ethtool python3"
 if [ "$(id -u)" = 0 ]; then
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
