@@ -304,7 +304,7 @@ func TestEncoder(t *testing.T) {
 }
 
 func TestConfigMsg(t *testing.T) {
-	cfg := Config{Queue: 513, MaxLen: 1000, CopyRange: 0xffff, FailOpen: true, UIDGID: true}
+	cfg := Config{Queue: 513, MaxLen: 1000, CopyRange: 0xfffb, FailOpen: true, UIDGID: true}
 	b := configMsg(9, cfg.Queue, cfgCmdBind, true, &cfg)
 	if l := binary.NativeEndian.Uint32(b); int(l) != len(b) {
 		t.Fatalf("nlmsg_len %d, message %d bytes", l, len(b))
@@ -326,7 +326,7 @@ func TestConfigMsg(t *testing.T) {
 	}
 	want := map[uint16][]byte{
 		cfgCmd:         {cfgCmdBind, 0, 0, 0},
-		cfgParams:      {0, 0, 0xff, 0xff, copyPacket},
+		cfgParams:      {0, 0, 0xff, 0xfb, copyPacket},
 		cfgQueueMaxLen: be32(1000),
 		cfgMask:        be32(FlagFailOpen | FlagConntrack | FlagGSO | FlagUIDGID),
 		cfgFlags:       be32(FlagFailOpen | FlagUIDGID),
