@@ -190,6 +190,7 @@ func runParity(t *testing.T, set paritySet, path string) {
 			t.Fatalf("%s: %v", fam.name, err)
 		}
 		if len(diffs) == 0 {
+			t.Logf("%s equal: %s", fam.name, describe(fam.kernel))
 			continue
 		}
 		var b bytes.Buffer
@@ -409,4 +410,73 @@ func absDiff(a, b uint64) uint64 {
 		return a - b
 	}
 	return b - a
+}
+
+// describe summarises a save -c text: how many counted lines, how many of
+// them saw packets, and how many packets chain policies decided.
+func describe(save string) string {
+	es, err := Parse(save)
+	if err != nil {
+		return err.Error()
+	}
+	nonzero, policies := 0, uint64(0)
+	for _, e := range es {
+		if e.Counter.Packets > 0 {
+			nonzero++
+		}
+		if e.Index == 0 {
+			policies += e.Counter.Packets
+		}
+	}
+	return fmt.Sprintf("%d counted lines, %d non-zero, %d packets by policies", len(es), nonzero, policies)
+}
+
+// TestTimingExplains checks the tolerance of the rate-limited rule sets: it
+// accepts only differences a packet decided differently by a limit or
+// hashlimit rule can cause, and never a different rule text.
+func TestTimingExplains(t *testing.T) {
+	const kernel = `*filter
+:INPUT ACCEPT [10:600]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:FW - [0:0]
+[20:1200] -A INPUT -j FW
+[5:300] -A INPUT -p udp -j ACCEPT
+[3:180] -A FW -p tcp -m tcp --dport 22 -j ACCEPT
+[7:420] -A FW -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m limit --limit 5/sec -j ACCEPT
+[10:600] -A FW -j LOG --log-prefix "Dropped: "
+COMMIT
+`
+	sub := func(s string, pairs ...string) string { return strings.NewReplacer(pairs...).Replace(s) }
+	tests := []struct {
+		name    string
+		filterd string
+		want    bool
+	}{
+		{"limit +1, fall-through -1",
+			sub(kernel, "[7:420] -A FW", "[8:480] -A FW", "[10:600] -A FW -j LOG", "[9:540] -A FW -j LOG", ":INPUT ACCEPT [10:600]", ":INPUT ACCEPT [9:540]"), true},
+		{"limit -2, fall-through +2",
+			sub(kernel, "[7:420] -A FW", "[5:300] -A FW", "[10:600] -A FW -j LOG", "[12:720] -A FW -j LOG"), true},
+		{"limit off by 3", sub(kernel, "[7:420] -A FW", "[10:600] -A FW"), false},
+		{"only a later rule differs", sub(kernel, "[10:600] -A FW -j LOG", "[9:540] -A FW -j LOG"), false},
+		{"rule before the limit differs", sub(kernel, "[7:420] -A FW", "[8:480] -A FW", "[3:180] -A FW", "[2:120] -A FW"), false},
+		{"the jump differs", sub(kernel, "[7:420] -A FW", "[8:480] -A FW", "[20:1200] -A INPUT", "[21:1260] -A INPUT"), false},
+		{"later rule off by more than the limit", sub(kernel, "[7:420] -A FW", "[8:480] -A FW", "[10:600] -A FW -j LOG", "[8:480] -A FW -j LOG"), false},
+		{"rule text", sub(kernel, "[7:420] -A FW", "[8:480] -A FW", "--dport 22", "--dport 23"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			diffs, err := Diff(kernel, tt.filterd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(diffs) == 0 {
+				t.Fatal("no differences: the case tests nothing")
+			}
+			why, got := timingExplains(kernel, diffs)
+			if got != tt.want {
+				t.Errorf("timingExplains = %v (%s), want %v; differences:\n%v", got, why, tt.want, diffs)
+			}
+		})
+	}
 }
