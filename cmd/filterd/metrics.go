@@ -21,19 +21,19 @@ import (
 type metricsCollector struct {
 	d *daemon
 
-	packets, bytes           *prometheus.Desc
-	rulePackets, ruleBytes   *prometheus.Desc
-	policyPackets            *prometheus.Desc
-	ctEntries, ctTableFull   *prometheus.Desc
-	ctInvalid                *prometheus.Desc
-	ctMax                    *prometheus.Desc
-	qDropped, qUserDropped   *prometheus.Desc
-	qWaiting                 *prometheus.Desc
-	enobufs, verdictErrs     *prometheus.Desc
-	rejects, rejectsLimited  *prometheus.Desc
-	latency                  *prometheus.Desc
-	logLines, logSuppressed  *prometheus.Desc
-	reloads, reloadFailures  *prometheus.Desc
+	packets, bytes          *prometheus.Desc
+	rulePackets, ruleBytes  *prometheus.Desc
+	policyPackets           *prometheus.Desc
+	ctEntries, ctTableFull  *prometheus.Desc
+	ctInvalid               *prometheus.Desc
+	ctMax                   *prometheus.Desc
+	qDropped, qUserDropped  *prometheus.Desc
+	qWaiting                *prometheus.Desc
+	enobufs, verdictErrs    *prometheus.Desc
+	rejects, rejectsLimited *prometheus.Desc
+	latency                 *prometheus.Desc
+	logLines, logSuppressed *prometheus.Desc
+	reloads, reloadFailures *prometheus.Desc
 }
 
 func newMetricsCollector(d *daemon) *metricsCollector {
@@ -41,28 +41,28 @@ func newMetricsCollector(d *daemon) *metricsCollector {
 		return prometheus.NewDesc("filterd_"+name, help, labels, nil)
 	}
 	return &metricsCollector{
-		d:                d,
-		packets:          n("packets_total", "Packets verdicted, by queue and verdict.", "queue", "verdict"),
-		bytes:            n("bytes_total", "L3 bytes verdicted, by queue and verdict.", "queue", "verdict"),
-		rulePackets:      n("rule_packets_total", "Packets matched per rule (iptables -L -v -x counters; reset by a reload).", "family", "chain", "rule", "target"),
-		ruleBytes:        n("rule_bytes_total", "Bytes matched per rule.", "family", "chain", "rule", "target"),
-		policyPackets:    n("policy_packets_total", "Packets decided by a built-in chain's policy.", "family", "chain", "policy"),
-		ctEntries:        n("conntrack_entries", "Conntrack entries by protocol and state.", "state"),
-		ctTableFull:      n("conntrack_table_full_drops_total", "New flows dropped because the conntrack table was full."),
-		ctInvalid:        n("conntrack_invalid_total", "Packets conntrack found INVALID."),
-		ctMax:            n("conntrack_max", "Conntrack table capacity."),
-		qDropped:         n("queue_dropped_total", "Packets the kernel dropped because the queue was full (nfnetlink_queue queue_dropped).", "queue"),
-		qUserDropped:     n("queue_user_dropped_total", "Packets the kernel could not deliver to filterd's socket (nfnetlink_queue user_dropped).", "queue"),
-		qWaiting:         n("queue_waiting", "Packets waiting in the kernel for a verdict.", "queue"),
-		enobufs:          n("queue_enobufs_total", "Receive buffer overruns (ENOBUFS) seen by filterd.", "queue"),
-		verdictErrs:      n("queue_verdict_errors_total", "Verdicts the kernel refused.", "queue"),
-		rejects:          n("reject_replies_total", "REJECT replies sent.", "queue"),
-		rejectsLimited:   n("reject_replies_suppressed_total", "REJECT replies not sent (kernel rules: ICMP rate limit, no reply to errors, RSTs).", "queue"),
-		latency:          n("verdict_latency_seconds", "Time from receiving a packet to sending its verdict.", "queue"),
-		logLines:         n("log_lines_total", "Packets that hit a LOG rule."),
-		logSuppressed:    n("log_lines_suppressed_total", "LOG lines dropped by the rate limit."),
-		reloads:          n("reloads_total", "Successful rule reloads."),
-		reloadFailures:   n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
+		d:              d,
+		packets:        n("packets_total", "Packets verdicted, by queue and verdict.", "queue", "verdict"),
+		bytes:          n("bytes_total", "L3 bytes verdicted, by queue and verdict.", "queue", "verdict"),
+		rulePackets:    n("rule_packets_total", "Packets matched per rule (iptables -L -v -x counters; reset by a reload).", "family", "chain", "rule", "target"),
+		ruleBytes:      n("rule_bytes_total", "Bytes matched per rule.", "family", "chain", "rule", "target"),
+		policyPackets:  n("policy_packets_total", "Packets decided by a built-in chain's policy.", "family", "chain", "policy"),
+		ctEntries:      n("conntrack_entries", "Conntrack entries by protocol and state.", "state"),
+		ctTableFull:    n("conntrack_table_full_drops_total", "New flows dropped because the conntrack table was full."),
+		ctInvalid:      n("conntrack_invalid_total", "Packets conntrack found INVALID."),
+		ctMax:          n("conntrack_max", "Conntrack table capacity."),
+		qDropped:       n("queue_dropped_total", "Packets the kernel dropped because the queue was full (nfnetlink_queue queue_dropped).", "queue"),
+		qUserDropped:   n("queue_user_dropped_total", "Packets the kernel could not deliver to filterd's socket (nfnetlink_queue user_dropped).", "queue"),
+		qWaiting:       n("queue_waiting", "Packets waiting in the kernel for a verdict.", "queue"),
+		enobufs:        n("queue_enobufs_total", "Receive buffer overruns (ENOBUFS) seen by filterd.", "queue"),
+		verdictErrs:    n("queue_verdict_errors_total", "Verdicts the kernel refused.", "queue"),
+		rejects:        n("reject_replies_total", "REJECT replies sent.", "queue"),
+		rejectsLimited: n("reject_replies_suppressed_total", "REJECT replies not sent (kernel rules: ICMP rate limit, no reply to errors, RSTs).", "queue"),
+		latency:        n("verdict_latency_seconds", "Time from receiving a packet to sending its verdict.", "queue"),
+		logLines:       n("log_lines_total", "Packets that hit a LOG rule."),
+		logSuppressed:  n("log_lines_suppressed_total", "LOG lines dropped by the rate limit."),
+		reloads:        n("reloads_total", "Successful rule reloads."),
+		reloadFailures: n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
 	}
 }
 

@@ -443,5 +443,3 @@ func iptables(ctx context.Context, cmd string, args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
-
-

@@ -418,3 +418,11 @@ func metric(t *testing.T, body, name string, labels ...string) float64 {
 }
 
 func netDialUDP(addr string) (net.Conn, error) { return net.Dial("udp", addr) }
+
+func rulesPathB(b *testing.B, name string) string {
+	p, err := filepath.Abs(filepath.Join(rulesDir, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
