@@ -177,15 +177,26 @@ func (k *Key) invertible() bool {
 
 // KeyOf returns the tuple of a decoded packet in its own direction.
 func KeyOf(p *packet.Packet) Key {
-	k := Key{Family: p.Family, Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+	var k Key
+	k.set(p)
+	return k
+}
+
+// set makes k the tuple of p. Filling a Key in place rather than copying
+// one built field by field avoids wide loads of narrow, just-stored fields
+// (a store-forwarding stall) on the lookup path.
+func (k *Key) set(p *packet.Packet) {
+	k.Src, k.Dst = p.Src, p.Dst
+	k.Family, k.Proto = p.Family, p.Proto
 	switch {
 	case isICMP(p.Proto):
 		k.SrcPort = p.ICMPID
 		k.DstPort = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
 	case hasPorts(p.Proto):
 		k.SrcPort, k.DstPort = p.SrcPort, p.DstPort
+	default:
+		k.SrcPort, k.DstPort = 0, 0
 	}
-	return k
 }
 
 // innerKey returns the tuple of the packet quoted in an ICMP error.

@@ -312,7 +312,8 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 	}
 
-	k := KeyOf(p)
+	var k Key
+	k.set(p)
 	sh, b := t.shardOf(t.hash(&k))
 	s := &t.shards[sh]
 	s.mu.Lock()
