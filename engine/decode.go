@@ -187,6 +187,9 @@ func (d *Decoder) fail(p *packet.Packet, layer string, kind error, what string, 
 // IPv6 without extension headers are decoded by hand (decodeFast), with
 // results identical to the DecodingLayerParser's, which handles the rest.
 func (d *Decoder) Decode(data []byte, p *packet.Packet) error {
+	if d.decodeFast(data, p) {
+		return nil
+	}
 	meta := p.Meta
 	p.Reset()
 	p.Meta = meta
@@ -194,9 +197,6 @@ func (d *Decoder) Decode(data []byte, p *packet.Packet) error {
 		p.ExtHeaders = make([]uint8, 0, maxExtHeaders) // once per Packet value
 	}
 	p.L3 = data
-	if d.decodeFast(data, p) {
-		return nil
-	}
 	if len(data) == 0 {
 		return d.fail(p, "ip", ErrTruncated, "empty packet", 0, 1, nil)
 	}

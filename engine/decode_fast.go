@@ -9,10 +9,12 @@ import (
 
 // decodeFast decodes the common case by hand: a whole, unfragmented IPv4
 // packet without options or an IPv6 packet without extension headers,
-// carrying a whole TCP or UDP header. It fills p exactly as the general path
-// (decode4/decode6 through gopacket's DecodingLayerParser) would, and
-// returns false without touching p for anything else, which then takes the
-// general path. Every check happens before the first write to p.
+// carrying a whole TCP or UDP header. It sets every field of p but Meta
+// exactly as Reset followed by the general path (decode4/decode6 through
+// gopacket's DecodingLayerParser) would, without the cost of Reset and of
+// saving and restoring Meta, and returns false without touching p for
+// anything else, which then takes the general path. Every check happens
+// before the first write to p.
 //
 // TestDecodeFastMatchesGeneral and FuzzDecode compare both paths field by
 // field.
@@ -70,7 +72,8 @@ func (d *Decoder) decodeFast(data []byte, p *packet.Packet) bool {
 		return false
 	}
 
-	// The packet is ours: fill p as decode4/decode6 and finishL4 do.
+	// The packet is ours: fill p as Reset, decode4/decode6 and finishL4
+	// do. Every field but Meta is assigned (TestDecodeFastSetsEveryField).
 	p.L3 = l3
 	p.Proto = proto
 	p.Length = len(l3)
@@ -87,10 +90,17 @@ func (d *Decoder) decodeFast(data []byte, p *packet.Packet) bool {
 		p.Dst = netip.AddrFrom16([16]byte(l3[24:40]))
 		p.TOS = uint8(binary.BigEndian.Uint16(l3[0:2]) >> 4)
 		p.TTL = l3[7]
-		p.ExtHeaders = p.ExtHeaders[:0]
+		p.ID = 0
 	}
+	p.Fragment, p.FragOffset, p.MoreFrags, p.HasFragHdr = false, 0, false, false
+	if cap(p.ExtHeaders) == 0 {
+		p.ExtHeaders = make([]uint8, 0, maxExtHeaders) // once per Packet value
+	}
+	p.ExtHeaders = p.ExtHeaders[:0]
+	p.RoutingType, p.SegsLeft = -1, 0
 	p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
 	p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+	p.TCPOpt = packet.TCPOptions{WScale: -1}
 	if proto == packet.ProtoTCP {
 		p.Seq = binary.BigEndian.Uint32(l4[4:8])
 		p.Ack = binary.BigEndian.Uint32(l4[8:12])
@@ -101,10 +111,17 @@ func (d *Decoder) decodeFast(data []byte, p *packet.Packet) bool {
 		if off > 20 {
 			parseTCPOptions(l4[20:off], &p.TCPOpt)
 		}
+	} else {
+		p.Seq, p.Ack, p.TCPFlags, p.Window, p.TCPDataOff = 0, 0, 0, 0, 0
 	}
+	p.ICMPType, p.ICMPCode, p.ICMPID = 0, 0, 0
+	p.Inner = packet.Embedded{}
 	p.Payload = payload
+	p.Checksum = packet.ChecksumUnknown
 	if d.verifyCsum && !p.Local {
 		p.Checksum = l4Checksum(p, l4)
 	}
+	p.CTState, p.CTDir = 0, packet.DirOriginal
+	p.Truncated = false
 	return true
 }

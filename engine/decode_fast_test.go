@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -189,6 +190,80 @@ func TestDecodeFastNoAllocs(t *testing.T) {
 		}
 		if n := testing.AllocsPerRun(100, func() { _ = d.Decode(b, &p) }); n != 0 {
 			t.Errorf("%d allocations per decode", int(n))
+		}
+	}
+}
+
+// dirty sets every field of v (recursively into structs) to a non-zero
+// value. It fails on a field type it does not know, so that a new Packet
+// field is noticed here.
+func dirty(t *testing.T, v reflect.Value, path string) {
+	t.Helper()
+	addrT := reflect.TypeOf(netip.Addr{})
+	switch {
+	case v.Type() == addrT:
+		v.Set(reflect.ValueOf(netip.MustParseAddr("fd00:198:18::dead")))
+		return
+	case v.Type() == reflect.TypeOf(time.Time{}):
+		v.Set(reflect.ValueOf(time.Unix(12345, 6789)))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			dirty(t, v.Field(i), path+"."+v.Type().Field(i).Name)
+		}
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(0x5a)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(0x5a)
+	case reflect.String:
+		v.SetString("dirty")
+	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.Uint8 {
+			t.Fatalf("%s: unhandled slice type %v", path, v.Type())
+		}
+		v.Set(reflect.ValueOf([]byte{0x5a, 0x5a, 0x5a}).Convert(v.Type()))
+	case reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			dirty(t, v.Index(i), path)
+		}
+	default:
+		t.Fatalf("%s: unhandled field type %v", path, v.Type())
+	}
+}
+
+// TestDecodeFastSetsEveryField: the fast path skips Reset, so it must assign
+// every field but Meta. Decoding into a packet whose every field holds junk
+// gives the same packet as decoding into a fresh one, and Meta is kept.
+func TestDecodeFastSetsEveryField(t *testing.T) {
+	d := NewDecoder()
+	for _, b := range [][]byte{tcp4(t, make([]byte, 100)), tcp6(t, nil), udp4(t, []byte("x")), udp6(t, make([]byte, 33))} {
+		for _, local := range []bool{false, true} {
+			var fresh, junk packet.Packet
+			if !d.decodeFast(b, &fresh) {
+				t.Fatalf("%x: not decoded by the fast path", b)
+			}
+			dirty(t, reflect.ValueOf(&junk).Elem(), "Packet")
+			junk.ExtHeaders = make([]uint8, 3, maxExtHeaders)
+			junk.Local = local
+			meta := junk.Meta
+			fresh = packet.Packet{Meta: meta}
+			if err := d.Decode(b, &fresh); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Decode(b, &junk); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(junk.Meta, meta) {
+				t.Errorf("Meta changed: %+v, was %+v", junk.Meta, meta)
+			}
+			junk.ExtHeaders, fresh.ExtHeaders = junk.ExtHeaders[:0:0], fresh.ExtHeaders[:0:0]
+			if !reflect.DeepEqual(junk, fresh) {
+				t.Errorf("leftovers after decoding %x:\n junk  %+v\n fresh %+v", b, junk, fresh)
+			}
 		}
 	}
 }
