@@ -81,8 +81,9 @@ type nfqRunner struct {
 	nf      *nfqueue.Nfqueue
 	w       *Worker
 	stats   QueueStats
-	ifnames map[uint32]string
+	ifnames map[uint32]ifInfo
 	ifAt    time.Time
+	l2      [14]byte
 	rej     []byte
 	log     *slog.Logger
 	lastErr time.Time
@@ -152,7 +153,7 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 		num:     num,
 		nf:      nf,
 		w:       q.eng.NewWorker(),
-		ifnames: make(map[uint32]string),
+		ifnames: make(map[uint32]ifInfo),
 		rej:     make([]byte, 0, 1500),
 		log:     q.cfg.Logger.With("queue", num),
 	}
@@ -253,11 +254,13 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	if a.Hook != nil && *a.Hook < uint8(packet.NumHooks) {
 		meta.Hook = packet.Hook(*a.Hook)
 	}
+	var in ifInfo
 	if a.InDev != nil {
-		meta.InIface = r.ifname(*a.InDev, start)
+		in = r.iface(*a.InDev, start)
+		meta.InIface = in.name
 	}
 	if a.OutDev != nil {
-		meta.OutIface = r.ifname(*a.OutDev, start)
+		meta.OutIface = r.iface(*a.OutDev, start).name
 	}
 	if a.Mark != nil {
 		meta.Mark = *a.Mark
@@ -268,6 +271,15 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	if a.HwAddr != nil && len(*a.HwAddr) >= 6 {
 		copy(meta.SrcMAC[:], *a.HwAddr)
 		meta.HasMAC = true
+		// The Ethernet header LOG prints as MAC=: NFQUEUE hands over only
+		// the source address and EtherType; the destination of a packet
+		// delivered to this host is the input interface's own address.
+		if in.ether && a.HwProtocol != nil {
+			copy(r.l2[0:6], in.mac[:])
+			copy(r.l2[6:12], meta.SrcMAC[:])
+			r.l2[12], r.l2[13] = byte(*a.HwProtocol>>8), byte(*a.HwProtocol)
+			meta.L2 = r.l2[:]
+		}
 	}
 	meta.Local = meta.Hook == packet.HookOutput || meta.Hook == packet.HookPostRouting
 	v := r.w.Process(data, meta)
@@ -332,8 +344,16 @@ func (r *nfqRunner) reject(data []byte, v Verdict) {
 	r.stats.RejectSent.Add(1)
 }
 
-// ifname maps an interface index to its name, caching lookups for IfaceTTL.
-func (r *nfqRunner) ifname(idx uint32, now time.Time) string {
+// ifInfo is what the runner caches about an interface.
+type ifInfo struct {
+	name  string
+	mac   [6]byte
+	ether bool
+}
+
+// iface maps an interface index to its name and MAC address, caching
+// lookups for IfaceTTL.
+func (r *nfqRunner) iface(idx uint32, now time.Time) ifInfo {
 	if now.Sub(r.ifAt) > r.q.cfg.IfaceTTL {
 		clear(r.ifnames)
 		r.ifAt = now
@@ -341,9 +361,13 @@ func (r *nfqRunner) ifname(idx uint32, now time.Time) string {
 	if n, ok := r.ifnames[idx]; ok {
 		return n
 	}
-	n := ""
+	var n ifInfo
 	if ifc, err := net.InterfaceByIndex(int(idx)); err == nil {
-		n = ifc.Name
+		n.name = ifc.Name
+		if len(ifc.HardwareAddr) == 6 {
+			copy(n.mac[:], ifc.HardwareAddr)
+			n.ether = true
+		}
 	}
 	r.ifnames[idx] = n
 	return n

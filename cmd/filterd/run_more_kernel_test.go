@@ -371,3 +371,21 @@ func TestKernelRunFTP(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelRunQueueBusy starts a second filterd on a queue the first one
+// holds: it must refuse with the queue and how to find the owner.
+func TestKernelRunQueueBusy(t *testing.T) {
+	l := newLab(t)
+	d := l.startFilterd(rulesPath(t, "server.rules"))
+	defer d.stop()
+	out, err := run(l.server, 15*time.Second, filterdBin, "run", "--rules", rulesPath(t, "server.rules"), "--queues", "0")
+	if err == nil {
+		t.Fatalf("second filterd on queue 0 started:\n%s", out)
+	}
+	t.Logf("second filterd: %s", out)
+	for _, want := range []string{"nfqueue 0", "already bound", "/proc/net/netfilter/nfnetlink_queue", "filterd"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("error does not mention %q:\n%s", want, out)
+		}
+	}
+}

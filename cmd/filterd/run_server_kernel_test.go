@@ -124,8 +124,11 @@ func TestKernelRunServerRules(t *testing.T) {
 			if n := metric(t, m, "filterd_packets_total", `verdict="ACCEPT"`); n == 0 {
 				t.Error("no accepted packets counted")
 			}
-			if !strings.Contains(d.out.String(), "Dropped: IN=eth0 OUT= ") {
-				t.Errorf("no LOG line on stderr:\n%s", d.out.String())
+			// LOG lines as the kernel prints them, with the Ethernet header
+			// (server's MAC, sender's MAC, 08:00) as MAC=.
+			logRE := regexp.MustCompile(`(?m)^Dropped: IN=eth0 OUT= MAC=([0-9a-f]{2}:){13}[0-9a-f]{2} SRC=198\.18\.1\.\d+ DST=198\.18\.1\.1 `)
+			if !logRE.MatchString(d.out.String()) {
+				t.Errorf("no LOG line like %v on stderr:\n%s", logRE, d.out.String())
 			}
 			ct := d.control("/conntrack")
 			if !strings.Contains(ct, "dport=80") || !strings.Contains(ct, "flow entries have been shown") {
