@@ -152,13 +152,22 @@ func New(cfg Config) *Table {
 // passes back with the verdict (Confirm or Drop). The zero Ref is valid and
 // does nothing.
 type Ref struct {
-	t      *Table
-	e      *entry
-	gen    uint32
-	sh     uint32
-	ctinfo uint8
-	flags  uint8
+	// At most four fields, so that the compiler keeps a Ref in registers
+	// (a wider struct lives in memory and is copied with wide loads of
+	// narrow, just-stored fields: a store-forwarding stall per packet).
+	t    *Table
+	e    *entry
+	gen  uint32
+	info uint64 // shard<<32 | ctinfo<<8 | flags
 }
+
+func newRef(t *Table, e *entry, gen, sh uint32, ctinfo, flags uint8) Ref {
+	return Ref{t: t, e: e, gen: gen, info: uint64(sh)<<32 | uint64(ctinfo)<<8 | uint64(flags)}
+}
+
+func (r Ref) sh() uint32    { return uint32(r.info >> 32) }
+func (r Ref) ctinfo() uint8 { return uint8(r.info >> 8) }
+func (r Ref) flags() uint8  { return uint8(r.info) }
 
 const (
 	refTentative uint8 = 1 << iota
@@ -169,11 +178,11 @@ const (
 // MustDrop reports whether the kernel itself would drop this packet in the
 // conntrack hook (NF_DROP), whatever the rules say: the table was full and
 // no entry could be evicted.
-func (r Ref) MustDrop() bool { return r.flags&refMustDrop != 0 }
+func (r Ref) MustDrop() bool { return r.flags()&refMustDrop != 0 }
 
 // Tentative reports whether the packet created a new entry that is not yet
 // confirmed.
-func (r Ref) Tentative() bool { return r.flags&refTentative != 0 }
+func (r Ref) Tentative() bool { return r.flags()&refTentative != 0 }
 
 func timeNS(t time.Time) int64 {
 	if t.IsZero() {
@@ -366,7 +375,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 		s.mu.Unlock()
 		setState(p, ctinfo, dir)
-		return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo, flags: flags}
+		return newRef(t, e, gen, sh, ctinfo, flags)
 	}
 	return t.newFlow(s, sh, b, &k, k.invertible(), p, now)
 }
@@ -389,7 +398,7 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 			s.stats.invalid++
 			s.mu.Unlock()
 			p.CTState = packet.CTInvalid
-			return Ref{flags: refMustDrop}
+			return newRef(nil, nil, 0, 0, 0, refMustDrop)
 		}
 	}
 	e := s.alloc()
@@ -420,7 +429,7 @@ func (t *Table) newFlow(s *shard, sh, b uint32, k *Key, hasInv bool, p *packet.P
 	gen := e.gen
 	s.mu.Unlock()
 	setState(p, ctinfo, 0)
-	return Ref{t: t, e: e, gen: gen, sh: sh, ctinfo: ctinfo, flags: refTentative}
+	return newRef(t, e, gen, sh, ctinfo, refTentative)
 }
 
 func setState(p *packet.Packet, ctinfo, dir uint8) {
@@ -510,11 +519,11 @@ func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 // inserted into the table only now (__nf_conntrack_confirm); for an entry
 // with the FTP helper the helper parses the accepted packet.
 func (r Ref) Confirm(p *packet.Packet) {
-	if r.e == nil || r.flags&(refTentative|refHelper) == 0 {
+	if r.e == nil || r.flags()&(refTentative|refHelper) == 0 {
 		return // an existing entry without helper: nothing to do, no lock
 	}
 	t := r.t
-	s := &t.shards[r.sh]
+	s := &t.shards[r.sh()]
 	now := timeNS(p.Meta.Time)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -522,7 +531,7 @@ func (r Ref) Confirm(p *packet.Packet) {
 	if e.gen != r.gen {
 		return // entry went away meanwhile
 	}
-	if r.flags&refTentative != 0 {
+	if r.flags()&refTentative != 0 {
 		if other, _ := t.find(s, e.bucket, &e.key, now); other != nil {
 			// Another worker confirmed the same flow first.
 			s.release(e)
@@ -538,9 +547,9 @@ func (r Ref) Confirm(p *packet.Packet) {
 		return
 	}
 	if e.status&stHelper != 0 && e.ftp != nil &&
-		(r.ctinfo == ctEstablished || r.ctinfo == ctEstablishedReply) {
+		(r.ctinfo() == ctEstablished || r.ctinfo() == ctEstablishedReply) {
 		dir := uint8(0)
-		if r.ctinfo == ctEstablishedReply {
+		if r.ctinfo() == ctEstablishedReply {
 			dir = 1
 		}
 		t.ftpHelp(e, p, dir, now)
@@ -550,10 +559,10 @@ func (r Ref) Confirm(p *packet.Packet) {
 // Drop is called when the rules dropped the packet: a tentative entry is
 // freed and leaves no trace.
 func (r Ref) Drop() {
-	if r.e == nil || r.flags&refTentative == 0 {
+	if r.e == nil || r.flags()&refTentative == 0 {
 		return
 	}
-	s := &r.t.shards[r.sh]
+	s := &r.t.shards[r.sh()]
 	s.mu.Lock()
 	if r.e.gen == r.gen {
 		s.release(r.e)
