@@ -23,7 +23,7 @@ type Config struct {
 	// accepted with FailOpen.
 	MaxLen uint32
 	// CopyRange is how many bytes of each packet the kernel copies (default
-	// 65535).
+	// 65531, NFQNL_MAX_COPY_RANGE).
 	CopyRange uint32
 	// FailOpen, Conntrack, GSO, UIDGID set the queue flags NFQA_CFG_F_*.
 	FailOpen, Conntrack, GSO, UIDGID bool

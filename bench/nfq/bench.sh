@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# bench/nfq/bench.sh: NFQUEUE throughput on this machine (issue 7).
+#
+# Builds two throwaway namespaces, sender (198.18.0.1, s0) -> veth ->
+# receiver (198.18.0.2, r0), and measures 60-byte UDP and SYN floods from
+# bench/nfq/sender (bounded counts; one source address, source ports cycling;
+# never a random or spoofed source), at full speed and paced, through:
+#   kernel    the article's rule set (testdata/rules/server.rules) in the
+#             receiver's own iptables, no NFQUEUE rule
+#   gonfq     a bare github.com/florianl/go-nfqueue/v2 v2.1.0 accept-all loop
+#             (bench/nfq/gonfq), one SetVerdict per packet
+#   suricata  Suricata 7 in NFQ IPS mode (Debian bookworm-backports), mode
+#             accept, batchcount 20, runmode workers, the article's rules
+#             translated to Suricata rules (bench/nfq/suricata/)
+#   batch     filterd's engine/nfqbatch driver with the engine and the
+#             article's rule set (bench/nfq/batch)
+# each NFQUEUE consumer with 1 queue (-j NFQUEUE --queue-num 0, consumer
+# pinned to CPU 1) and 2 queues (--queue-balance 0:1, consumer unpinned).
+# The sender is pinned to CPU 0.
+#
+# "passed" counts packets that reached the receiver's UDP/TCP layer after
+# the filter (Udp InDatagrams+NoPorts+InErrors, Tcp InSegs of
+# /proc/net/snmp in the receiver namespace): they were accepted by the
+# kernel's rules or verdicted ACCEPT by the consumer. The port-53 datagrams
+# and port-80 SYNs are accepted by the rule set, so every packet lost was
+# lost by the filter path (queue full, socket full, or never sent on). The
+# rate is passed / (time of the last passed packet - sender start).
+#
+# Needs root, iproute2, iptables, taskset, go; installs suricata from
+# bookworm-backports when it is missing. Never run by CI.
+#
+# Knobs (environment): CONFIGS, PROTOS, RATES, FULL_COUNT, PACED_SECONDS.
+set -euo pipefail
+
+if [[ ${EUID} -ne 0 ]]; then echo "bench.sh: needs root" >&2; exit 1; fi
+if [[ ${CI:-} == true ]]; then echo "bench.sh: a benchmark, not for CI" >&2; exit 1; fi
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CONFIGS=${CONFIGS:-"kernel gonfq:1 gonfq:2 suricata:1 suricata:2 batch:1 batch:2"}
+PROTOS=${PROTOS:-"udp syn"}
+RATES=${RATES:-"full 20000 50000 100000 150000"}
+FULL_COUNT=${FULL_COUNT:-600000}
+PACED_SECONDS=${PACED_SECONDS:-2}
+SND=nfqb-snd-$$
+RCV=nfqb-rcv-$$
+WORK=$(mktemp -d /tmp/nfqbench.XXXXXX)
+BIN=$WORK/bin
+CONSUMER_PID=
+WATCH_PID=
+
+cleanup() {
+	set +e
+	[[ -n $CONSUMER_PID ]] && kill -TERM "$CONSUMER_PID" 2>/dev/null && wait "$CONSUMER_PID" 2>/dev/null
+	[[ -n $WATCH_PID ]] && kill "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
+	ip netns del "$SND" 2>/dev/null
+	ip netns del "$RCV" 2>/dev/null
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+install_suricata() {
+	if command -v suricata >/dev/null; then return; fi
+	echo "# installing suricata from bookworm-backports" >&2
+	cat >/etc/apt/sources.list.d/bookworm-backports.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+	apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q -t bookworm-backports suricata >&2
+}
+
+setup_netns() {
+	ip netns add "$SND"
+	ip netns add "$RCV"
+	ip link add s0 netns "$SND" type veth peer name r0 netns "$RCV"
+	ip -n "$SND" link set s0 address 02:00:00:00:00:01
+	ip -n "$RCV" link set r0 address 02:00:00:00:00:02
+	for ns in "$SND" "$RCV"; do ip -n "$ns" link set lo up; done
+	ip -n "$SND" link set s0 up
+	ip -n "$RCV" link set r0 up
+	ip -n "$SND" addr add 198.18.0.1/24 dev s0
+	ip -n "$RCV" addr add 198.18.0.2/24 dev r0
+	# Static neighbours: no ARP; no default route anywhere.
+	ip -n "$SND" neigh replace 198.18.0.2 lladdr 02:00:00:00:00:02 dev s0 nud permanent
+	ip -n "$RCV" neigh replace 198.18.0.1 lladdr 02:00:00:00:00:01 dev r0 nud permanent
+	# A process that lives in the receiver namespace: its /proc/PID/net
+	# is read without forking while a run is measured.
+	ip netns exec "$RCV" sleep 1000000 &
+	WATCH_PID=$!
+	for _ in $(seq 100); do
+		[[ -r /proc/$WATCH_PID/net/snmp && $(readlink /proc/$WATCH_PID/ns/net) != $(readlink /proc/self/ns/net) ]] && return
+		sleep 0.05
+	done
+	echo "bench.sh: watcher did not enter $RCV" >&2
+	exit 1
+}
+
+# passed_count PROTO: sets PASSED from the receiver's /proc/net/snmp (builtins only).
+passed_count() {
+	local -a h v
+	local i sum=0
+	while read -r -a h && read -r -a v; do
+		if [[ $1 == udp && ${h[0]} == Udp: ]]; then
+			for i in "${!h[@]}"; do
+				case ${h[$i]} in InDatagrams | NoPorts | InErrors) sum=$((sum + v[i])) ;; esac
+			done
+		elif [[ $1 == syn && ${h[0]} == Tcp: ]]; then
+			for i in "${!h[@]}"; do
+				[[ ${h[$i]} == InSegs ]] && sum=$((sum + v[i]))
+			done
+		fi
+	done <"/proc/$WATCH_PID/net/snmp"
+	PASSED=$sum
+}
+
+# queue_drops: sets QDROP and UDROP, summed over the bound queues.
+queue_drops() {
+	local -a f
+	QDROP=0 UDROP=0
+	while read -r -a f; do
+		[[ ${#f[@]} -ge 8 ]] || continue
+		QDROP=$((QDROP + f[5])) UDROP=$((UDROP + f[6]))
+	done <"/proc/$WATCH_PID/net/netfilter/nfnetlink_queue" 2>/dev/null || true
+}
+
+queues_bound() { # N: are N queues bound?
+	local n=0 line
+	[[ -r /proc/$WATCH_PID/net/netfilter/nfnetlink_queue ]] || return 1
+	while read -r line; do n=$((n + 1)); done <"/proc/$WATCH_PID/net/netfilter/nfnetlink_queue"
+	[[ $n -ge $1 ]]
+}
+
+exec {SLEEPFD}<> <(:)
+nap() { read -r -t "$1" -u "$SLEEPFD" || true; }
+
+rules_kernel() {
+	ip netns exec "$RCV" iptables-restore <"$ROOT/testdata/rules/server.rules"
+}
+
+rules_nfqueue() { # QUEUES
+	ip netns exec "$RCV" iptables -F INPUT
+	ip netns exec "$RCV" iptables -F 2>/dev/null || true
+	ip netns exec "$RCV" iptables -X 2>/dev/null || true
+	if [[ $1 == 1 ]]; then
+		ip netns exec "$RCV" iptables -A INPUT -s 198.18.0.1 -j NFQUEUE --queue-num 0
+	else
+		ip netns exec "$RCV" iptables -A INPUT -s 198.18.0.1 -j NFQUEUE --queue-balance 0:$(($1 - 1))
+	fi
+}
+
+suricata_files() {
+	mkdir -p "$WORK/suricata/log"
+	cp "$ROOT/bench/nfq/suricata/article.rules" "$WORK/suricata/"
+	sed "s#@DIR@#$WORK/suricata#g" "$ROOT/bench/nfq/suricata/suricata.yaml" >"$WORK/suricata/suricata.yaml"
+}
+
+start_consumer() { # NAME QUEUES
+	local name=$1 q=$2 pin=(taskset -c 1) qs=0
+	[[ $q -gt 1 ]] && pin=() && qs="0-$((q - 1))"
+	case $name in
+	gonfq) ip netns exec "$RCV" "${pin[@]}" "$BIN/gonfq" -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
+	batch) ip netns exec "$RCV" "${pin[@]}" "$BIN/batch" -rules "$ROOT/testdata/rules/server.rules" -local 198.18.0.2 -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
+	suricata)
+		local qargs=()
+		for ((i = 0; i < q; i++)); do qargs+=(-q "$i"); done
+		ip netns exec "$RCV" "${pin[@]}" suricata -c "$WORK/suricata/suricata.yaml" -k none --runmode workers "${qargs[@]}" \
+			>"$WORK/consumer.log" 2>&1 &
+		;;
+	esac
+	CONSUMER_PID=$!
+	for _ in $(seq 1200); do
+		if queues_bound "$q"; then
+			nap 1
+			if grep -q '^Error' "$WORK/consumer.log"; then
+				echo "bench.sh: $name reported errors:" >&2
+				cat "$WORK/consumer.log" >&2
+				exit 1
+			fi
+			return
+		fi
+		kill -0 "$CONSUMER_PID" 2>/dev/null || break
+		nap 0.05
+	done
+	echo "bench.sh: $name did not bind $q queue(s):" >&2
+	cat "$WORK/consumer.log" >&2
+	exit 1
+}
+
+stop_consumer() {
+	[[ -n $CONSUMER_PID ]] || return 0
+	kill -TERM "$CONSUMER_PID" 2>/dev/null || true
+	wait "$CONSUMER_PID" 2>/dev/null || true
+	CONSUMER_PID=
+	sed 's/^/#   /' "$WORK/consumer.log" | grep -Ei 'verdicts|queue [0-9]+:|packets|drop' | tail -4 >&2 || true
+}
+
+# measure CONFIG QUEUES PROTO RATE: one run, one table row.
+measure() {
+	local cfg=$1 q=$2 proto=$3 rate=$4 count pps=0 dport=53
+	[[ $proto == syn ]] && dport=80
+	if [[ $rate == full ]]; then
+		count=$FULL_COUNT
+	else
+		pps=$rate count=$((rate * PACED_SECONDS))
+	fi
+	passed_count "$proto"
+	local base=$PASSED last=$PASSED
+	queue_drops
+	local qd0=$QDROP ud0=$UDROP
+	local t0=$EPOCHREALTIME tlast=$EPOCHREALTIME
+	ip netns exec "$SND" taskset -c 0 "$BIN/sender" -if s0 -dmac 02:00:00:00:00:02 -src 198.18.0.1 -dst 198.18.0.2 \
+		-proto "$proto" -dport "$dport" -count "$count" -pps "$pps" >"$WORK/sender.log" 2>&1 &
+	local spid=$! done=0
+	while :; do
+		nap 0.02
+		passed_count "$proto"
+		if [[ $PASSED != "$last" ]]; then last=$PASSED tlast=$EPOCHREALTIME; fi
+		if [[ $done == 0 ]] && ! kill -0 "$spid" 2>/dev/null; then done=1; fi
+		if [[ $done == 1 ]]; then
+			# settled: nothing new for 0.5 s after the sender finished
+			local idle
+			idle=$(((${EPOCHREALTIME/./} - ${tlast/./}) / 1000))
+			[[ $idle -ge 500 ]] && break
+		fi
+	done
+	wait "$spid" || { cat "$WORK/sender.log" >&2; exit 1; }
+	local sent offered
+	read -r _ sent _ _ _ offered _ <"$WORK/sender.log"
+	queue_drops
+	local passed=$((last - base)) el_us=$((${tlast/./} - ${t0/./}))
+	[[ $el_us -gt 0 ]] || el_us=1
+	local vpps=$((passed * 1000000 / el_us))
+	local loss
+	loss=$(awk -v s="$sent" -v p="$passed" 'BEGIN { printf "%.2f", (s > 0) ? 100 * (s - p) / s : 0 }')
+	printf "%-9s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s\n" "$cfg" "$q" "$proto" "$rate" "$offered" "$sent" "$passed" \
+		"$vpps" "$loss" "$((QDROP - qd0))" "$((UDROP - ud0))"
+}
+
+main() {
+	echo "# building the Go programs" >&2
+	(cd "$ROOT" && go build -o "$BIN/" ./bench/nfq/sender ./bench/nfq/gonfq ./bench/nfq/batch)
+	if [[ $CONFIGS == *suricata* ]]; then
+		install_suricata
+		suricata_files
+	fi
+	setup_netns
+	echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	command -v suricata >/dev/null && echo "# $(suricata -V 2>/dev/null | head -1)"
+	printf "%-9s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s\n" config queues pkt rate offered_pps sent passed \
+		verdicted_pps loss% queue_drop user_drop
+	for c in $CONFIGS; do
+		local name=${c%%:*} q=${c#*:}
+		[[ $c == kernel ]] && q=-
+		if [[ $name == kernel ]]; then
+			rules_kernel
+		else
+			rules_nfqueue "$q"
+			start_consumer "$name" "$q"
+		fi
+		for proto in $PROTOS; do
+			for rate in $RATES; do
+				measure "$name" "$q" "$proto" "$rate"
+			done
+		done
+		stop_consumer
+	done
+}
+
+main "$@"
