@@ -1,0 +1,165 @@
+// Command parity compares filterd with the Linux kernel on one capture and
+// one rule set (issue 6): it replays the pcap through the real iptables in
+// throwaway network namespaces (internal/kernelreplay), then through
+// filterd's engine on the same rewritten packets at the times the kernel got
+// them, with the same local addresses, hooks, interfaces and conntrack
+// settings, and prints the differences of the two iptables-save -c texts,
+// rule by rule and policy by policy, and of the per-packet verdicts.
+//
+//	parity --rules server.rules [--rules6 server.rules6] --local 198.18.2.2 capture.pcap
+//
+// It exits 0 when everything is equal, 1 when something differs or the
+// replay failed, 2 on bad usage. It needs root.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/filterd/filterd/bench/parity"
+	"github.com/filterd/filterd/internal/kernelreplay"
+	"github.com/filterd/filterd/internal/netns"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type kvFlag map[string]string
+
+func (k kvFlag) String() string { return fmt.Sprint(map[string]string(k)) }
+func (k kvFlag) Set(s string) error {
+	key, v, ok := strings.Cut(s, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	k[key] = v
+	return nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("parity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rulesPath := fs.String("rules", "", "IPv4 rules file (iptables-restore format)")
+	rules6Path := fs.String("rules6", "", "IPv6 rules file (ip6tables-restore format)")
+	local := fs.String("local", "", "the protected host's addresses or prefixes, comma-separated (before the rewrite)")
+	interval := fs.Duration("interval", 300*time.Microsecond, "time between two packets sent to the kernel")
+	timing := fs.Bool("timing", false, "send at the capture's own times (for -m limit / -m hashlimit rules)")
+	capture := fs.Bool("capture", true, "also compare per-packet verdicts (which packets came out of the kernel's router)")
+	noFTP := fs.Bool("no-ftp-helper", false, "no FTP conntrack helper on tcp port 21 (on both sides)")
+	verbose := fs.Bool("v", false, "print both iptables-save -c texts too")
+	sysctls := kvFlag{}
+	fs.Var(sysctls, "sysctl", "KEY=VALUE set in the kernel's router before the replay (repeatable); filterd follows the recorded conntrack settings")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: parity [options] PCAP")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	if *rulesPath == "" && *rules6Path == "" {
+		fmt.Fprintln(stderr, "parity: give --rules and/or --rules6")
+		return 2
+	}
+	var rules, rules6 string
+	for _, x := range []struct {
+		path string
+		dst  *string
+	}{{*rulesPath, &rules}, {*rules6Path, &rules6}} {
+		if x.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(x.path)
+		if err != nil {
+			fmt.Fprintln(stderr, "parity:", err)
+			return 2
+		}
+		*x.dst = string(b)
+	}
+	locals, err := kernelreplay.ParseLocal(*local)
+	if err != nil {
+		fmt.Fprintln(stderr, "parity:", err)
+		return 2
+	}
+	if err := netns.RequireRoot(); err != nil {
+		fmt.Fprintln(stderr, "parity: the kernel replay needs root:", err)
+		return 1
+	}
+	for _, pfx := range []string{"fdkr-c", "fdkr-r", "fdkr-s"} {
+		if removed, err := netns.RemoveStale(ctx, pfx); len(removed) > 0 || err != nil {
+			fmt.Fprintf(stderr, "parity: removed stale namespaces %v %v\n", removed, err)
+		}
+	}
+	rep, err := parity.Compare(ctx, kernelreplay.Config{
+		Rules: rules, Rules6: rules6, Pcap: fs.Arg(0), Local: locals,
+		Interval: *interval, KeepTiming: *timing, Capture: *capture,
+		Sysctls: sysctls, NoFTPHelper: *noFTP,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "parity:", err)
+		return 1
+	}
+	printReport(stdout, rep, *verbose)
+	if !rep.Equal() {
+		return 1
+	}
+	return 0
+}
+
+func printReport(w io.Writer, rep *parity.Report, verbose bool) {
+	res := rep.Kernel
+	fmt.Fprintf(w, "# kernel replay: %v, sent %v; filterd: %v\n", res.Duration.Round(time.Millisecond), res.Sent, rep.FilterdTime.Round(time.Millisecond))
+	fmt.Fprintf(w, "# local addresses (rewritten): %v; %s\n", res.Local, res.FTPHelper)
+	for _, k := range []string{"net.netfilter.nf_conntrack_tcp_loose", "net.netfilter.nf_conntrack_tcp_be_liberal", "net.netfilter.nf_conntrack_checksum"} {
+		fmt.Fprintf(w, "# %s = %s (filterd set alike)\n", k, res.Sysctls[k])
+	}
+	if len(res.TTLExpired) > 0 {
+		fmt.Fprintf(w, "# FORWARD packets with TTL/hop limit <= 1 (dropped before FORWARD on both sides): %v\n", res.TTLExpired)
+	}
+	for _, fam := range []struct {
+		name            string
+		kernel, filterd string
+		diffs           []parity.Difference
+	}{{"IPv4", res.Save4, rep.Filterd4, rep.Diff4}, {"IPv6", res.Save6, rep.Filterd6, rep.Diff6}} {
+		if fam.kernel == "" && fam.filterd == "" {
+			continue
+		}
+		fmt.Fprintf(w, "%s counters: ", fam.name)
+		if len(fam.diffs) > 0 {
+			fmt.Fprintf(w, "%d differences\n", len(fam.diffs))
+		}
+		parity.Print(w, fam.diffs)
+		if verbose {
+			fmt.Fprintf(w, "# kernel %s:\n%s# filterd %s:\n%s", fam.name, fam.kernel, fam.name, fam.filterd)
+		}
+	}
+	fmt.Fprintf(w, "verdicts: %d packets compared, ", rep.Compared)
+	if len(rep.Verdicts) == 0 {
+		fmt.Fprintln(w, "equal")
+		return
+	}
+	fmt.Fprintf(w, "%d differ\n", len(rep.Verdicts))
+	for _, v := range rep.Verdicts {
+		fmt.Fprintln(w, " ", v)
+	}
+}
