@@ -41,6 +41,12 @@ type NFQueueConfig struct {
 	Rejecter *Rejecter
 	// Logger receives operational messages.
 	Logger *slog.Logger
+	// Shadow asks the kernel for its own conntrack state of every packet
+	// (NFQA_CFG_F_CONNTRACK) and counts the packets where filterd's state
+	// differs (QueueStats.Shadow*), logging them at most once a second.
+	// The kernel tracks only where conntrack is in use in the namespace
+	// (e.g. a rule with -m conntrack).
+	Shadow bool
 	// IfaceTTL is how long interface index → name lookups are cached
 	// (default 10 s).
 	IfaceTTL time.Duration
@@ -53,17 +59,19 @@ var LatencyBuckets = [...]float64{1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-
 
 // QueueStats are one queue's counters. All fields are updated atomically.
 type QueueStats struct {
-	Queue         uint16
-	Packets       [4]atomic.Uint64 // by Action
-	Bytes         [4]atomic.Uint64
-	VerdictErrors atomic.Uint64 // verdicts the kernel did not take
-	ENOBUFS       atomic.Uint64 // receive overruns: the kernel dropped messages for us
-	RecvErrors    atomic.Uint64 // other receive errors
-	RejectSent    atomic.Uint64 // REJECT replies sent
-	RejectLimited atomic.Uint64 // REJECT replies suppressed by the ICMP rate limit or RejectWouldReply
-	RejectErrors  atomic.Uint64 // replies the raw socket refused
-	Latency       [len(LatencyBuckets) + 1]atomic.Uint64
-	LatencySumNs  atomic.Uint64
+	Queue          uint16
+	Packets        [4]atomic.Uint64 // by Action
+	Bytes          [4]atomic.Uint64
+	VerdictErrors  atomic.Uint64 // verdicts the kernel did not take
+	ENOBUFS        atomic.Uint64 // receive overruns: the kernel dropped messages for us
+	RecvErrors     atomic.Uint64 // other receive errors
+	RejectSent     atomic.Uint64 // REJECT replies sent
+	RejectLimited  atomic.Uint64 // REJECT replies suppressed by the ICMP rate limit or RejectWouldReply
+	RejectErrors   atomic.Uint64 // replies the raw socket refused
+	ShadowCompared atomic.Uint64 // packets whose kernel state was compared (Shadow)
+	ShadowDiffers  atomic.Uint64 // ... and differed from filterd's
+	Latency        [len(LatencyBuckets) + 1]atomic.Uint64
+	LatencySumNs   atomic.Uint64
 }
 
 // NFQueue verdicts packets from kernel NFQUEUE queues with an Engine.
@@ -76,23 +84,28 @@ type NFQueue struct {
 }
 
 type nfqRunner struct {
-	q       *NFQueue
-	num     uint16
-	nf      *nfqueue.Nfqueue
-	w       *Worker
-	stats   QueueStats
-	ifnames map[uint32]ifInfo
-	ifAt    time.Time
-	l2      [14]byte
-	rej     []byte
-	log     *slog.Logger
-	lastErr time.Time
-	portID  uint32
+	q          *NFQueue
+	num        uint16
+	nf         *nfqueue.Nfqueue
+	w          *Worker
+	stats      QueueStats
+	ifnames    map[uint32]ifInfo
+	ifAt       time.Time
+	l2         [14]byte
+	rej        []byte
+	log        *slog.Logger
+	lastErr    time.Time
+	portID     uint32
+	lastShadow time.Time
 }
 
 // ErrQueueBound is wrapped by OpenNFQueue's error when another process
 // already holds a queue.
 var ErrQueueBound = errors.New("queue already bound by another process")
+
+// ErrShadowUnsupported is wrapped by OpenNFQueue's error when Shadow is
+// asked of a kernel that cannot report conntrack state through NFQUEUE.
+var ErrShadowUnsupported = errors.New("shadow mode unsupported by the kernel")
 
 // OpenNFQueue binds every configured queue (copy-packet mode, UID/GID
 // attributes) and starts reading. Packets are verdicted until Stop. On error
@@ -134,6 +147,9 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 	if q.cfg.FailOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
 	}
+	if q.cfg.Shadow {
+		flags |= nfqueue.NfQaCfgFlagConntrack
+	}
 	nf, err := nfqueue.Open(&nfqueue.Config{
 		NfQueue:      num,
 		MaxQueueLen:  q.cfg.MaxQueueLen,
@@ -164,6 +180,9 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
 			return nil, fmt.Errorf("nfqueue %d: %w (%v); the owner's netlink port id (usually its PID) is the second column of queue %d's line in /proc/net/netfilter/nfnetlink_queue%s",
 				num, ErrQueueBound, err, num, ownerHint(num))
+		}
+		if q.cfg.Shadow && errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, fmt.Errorf("nfqueue %d: %w: this kernel cannot attach its conntrack state to queued packets (built without CONFIG_NETFILTER_NETLINK_GLUE_CT): %v", num, ErrShadowUnsupported, err)
 		}
 		return nil, fmt.Errorf("nfqueue %d: bind: %w", num, err)
 	}
@@ -283,6 +302,9 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	}
 	meta.Local = meta.Hook == packet.HookOutput || meta.Hook == packet.HookPostRouting
 	v := r.w.Process(data, meta)
+	if r.q.cfg.Shadow {
+		r.shadow(a.CtInfo, start)
+	}
 	nfv := nfqueue.NfAccept
 	switch v.Action {
 	case Drop:
@@ -342,6 +364,48 @@ func (r *nfqRunner) reject(data []byte, v Verdict) {
 		return
 	}
 	r.stats.RejectSent.Add(1)
+}
+
+// KernelCTState maps the kernel's enum ip_conntrack_info (NFQA_CT_INFO) to
+// a conntrack state; absent (nil) means the kernel found the packet INVALID
+// (no conntrack entry attached).
+func KernelCTState(ctinfo *uint32) packet.CTState {
+	if ctinfo == nil {
+		return packet.CTInvalid
+	}
+	switch *ctinfo {
+	case 0, 3: // IP_CT_ESTABLISHED, IP_CT_ESTABLISHED_REPLY
+		return packet.CTEstablished
+	case 1, 4: // IP_CT_RELATED, IP_CT_RELATED_REPLY
+		return packet.CTRelated
+	case 2: // IP_CT_NEW
+		return packet.CTNew
+	case 7: // IP_CT_UNTRACKED
+		return packet.CTUntracked
+	}
+	return packet.CTInvalid
+}
+
+// shadow compares filterd's conntrack state of the packet just processed
+// with the kernel's.
+func (r *nfqRunner) shadow(ctinfo *uint32, now time.Time) {
+	p := r.w.Packet()
+	if p.CTState == 0 { // not tracked by filterd (malformed, held fragment)
+		return
+	}
+	r.stats.ShadowCompared.Add(1)
+	k := KernelCTState(ctinfo)
+	if k == p.CTState {
+		return
+	}
+	r.stats.ShadowDiffers.Add(1)
+	if now.Sub(r.lastShadow) >= time.Second {
+		r.lastShadow = now
+		r.log.Warn("shadow: conntrack state differs from the kernel's",
+			"filterd", p.CTState.String(), "kernel", k.String(), "hook", p.Hook.String(),
+			"proto", p.Proto, "src", p.Src.String(), "sport", p.SrcPort, "dst", p.Dst.String(), "dport", p.DstPort,
+			"total", r.stats.ShadowDiffers.Load())
+	}
 }
 
 // ifInfo is what the runner caches about an interface.

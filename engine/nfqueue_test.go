@@ -3,6 +3,8 @@ package engine
 import (
 	"strings"
 	"testing"
+
+	"github.com/filterd/filterd/packet"
 )
 
 func TestParseQueueProc(t *testing.T) {
@@ -26,6 +28,26 @@ func TestParseQueueProc(t *testing.T) {
 	for _, bad := range []string{"0 1 2\n", "0 1 2 3 4 5 x 7 1\n"} {
 		if _, err := ParseQueueProc(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line 1") {
 			t.Errorf("%q: error %v, want one naming line 1", bad, err)
+		}
+	}
+}
+
+func TestKernelCTState(t *testing.T) {
+	u := func(v uint32) *uint32 { return &v }
+	cases := []struct {
+		in   *uint32
+		want packet.CTState
+	}{
+		{nil, packet.CTInvalid},
+		{u(0), packet.CTEstablished}, {u(3), packet.CTEstablished},
+		{u(1), packet.CTRelated}, {u(4), packet.CTRelated},
+		{u(2), packet.CTNew},
+		{u(7), packet.CTUntracked},
+		{u(9), packet.CTInvalid},
+	}
+	for _, c := range cases {
+		if got := KernelCTState(c.in); got != c.want {
+			t.Errorf("KernelCTState(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
 }

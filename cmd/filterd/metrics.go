@@ -32,6 +32,8 @@ type metricsCollector struct {
 	enobufs, verdictErrs    *prometheus.Desc
 	rejects, rejectsLimited *prometheus.Desc
 	latency                 *prometheus.Desc
+	shadowCompared          *prometheus.Desc
+	shadowDiffers           *prometheus.Desc
 	logLines, logSuppressed *prometheus.Desc
 	reloads, reloadFailures *prometheus.Desc
 }
@@ -88,6 +90,10 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(m.verdictErrs, s.VerdictErrors.Load(), q)
 		counter(m.rejects, s.RejectSent.Load(), q)
 		counter(m.rejectsLimited, s.RejectLimited.Load(), q)
+		if d.o.shadow {
+			counter(m.shadowCompared, s.ShadowCompared.Load(), q)
+			counter(m.shadowDiffers, s.ShadowDiffers.Load(), q)
+		}
 		buckets := make(map[float64]uint64, len(engine.LatencyBuckets))
 		var cum uint64
 		for i, ub := range engine.LatencyBuckets {

@@ -48,6 +48,7 @@ type runFlags struct {
 	ftpHelper     bool
 	ftpPorts      string
 	drainTimeout  time.Duration
+	shadow        bool
 }
 
 func (o *runFlags) register(fs *flag.FlagSet) {
@@ -73,6 +74,7 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
 	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (RELATED data connections)")
 	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
+	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare every packet's conntrack state with the kernel's own and count (metric) and log the differences; with --install the NFQUEUE rules enable the kernel's conntrack")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
 }
 
@@ -227,6 +229,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		MaxQueueLen: uint32(o.maxQueueLen),
 		ReadBuffer:  o.rcvbuf,
 		FailOpen:    o.failOpen,
+		Shadow:      o.shadow,
 		Rejecter:    rej,
 		Logger:      log,
 	})
@@ -238,7 +241,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	var inst *installer
 	if o.install {
-		inst = newInstaller(queues, hooks, o.bypass, o.cpuFanout)
+		inst = newInstaller(queues, hooks, o.bypass, o.cpuFanout, o.shadow)
 		if err := inst.install(ctx); err != nil {
 			fmt.Fprintf(stderr, "filterd run: --install: %v\n", err)
 			inst.remove(context.Background())
@@ -386,8 +389,14 @@ type installRule struct {
 	spec  []string
 }
 
-func newInstaller(queues []uint16, hooks []packet.Hook, bypass, fanout bool) *installer {
-	spec := []string{"-m", "comment", "--comment", "filterd", "-j", "NFQUEUE"}
+func newInstaller(queues []uint16, hooks []packet.Hook, bypass, fanout, shadow bool) *installer {
+	spec := []string{"-m", "comment", "--comment", "filterd"}
+	if shadow {
+		// A conntrack match on every state turns the kernel's connection
+		// tracking on in this namespace, so NFQUEUE can report its state.
+		spec = append(spec, "-m", "conntrack", "--ctstate", "INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED")
+	}
+	spec = append(spec, "-j", "NFQUEUE")
 	if len(queues) == 1 {
 		spec = append(spec, "--queue-num", strconv.Itoa(int(queues[0])))
 	} else {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net"
@@ -388,4 +389,68 @@ func TestKernelRunQueueBusy(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestKernelRunShadow runs filterd in shadow mode: the kernel reports its
+// own conntrack state with every packet and filterd counts differences.
+// HTTP, SSH and REJECTed UDP exchanges are compared packet by packet.
+func TestKernelRunShadow(t *testing.T) {
+	l := newLab(t)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
+	l.httpServer(www)
+	listen(t, l.server, serverIP+":22")
+	if !kernelHasGlueCT() {
+		// The kernel cannot hand its conntrack state to NFQUEUE: filterd
+		// must say so clearly instead of starting half-blind.
+		out, err := run(l.server, 15*time.Second, filterdBin, "run", "--rules", rulesPath(t, "server-state.rules"), "--queues", "0", "--shadow")
+		if err == nil || !strings.Contains(out, "CONFIG_NETFILTER_NETLINK_GLUE_CT") || !strings.Contains(out, "nfqueue 0") {
+			t.Fatalf("--shadow on a kernel without GLUE_CT: %v\n%s", err, out)
+		}
+		t.Logf("kernel without CONFIG_NETFILTER_NETLINK_GLUE_CT: --shadow refused as it must: %s", strings.TrimSpace(out))
+		return
+	}
+	d := l.startFilterd(rulesPath(t, "server-state.rules"), "--shadow", "--metrics", "127.0.0.1:9467")
+	defer d.stop()
+	for i := 0; i < 3; i++ {
+		if out, err := curl(l, l.client, "http://"+serverIP+"/", 5); err != nil || out != "ok\n" {
+			t.Fatalf("curl: %v %q", err, out)
+		}
+		if r, _ := dial(t, l.client, serverIP+":22", 3*time.Second); r != dialOK {
+			t.Fatalf("ssh port: %v", r)
+		}
+	}
+	m, err := run(l.server, 5*time.Second, "curl", "-sS", "http://127.0.0.1:9467/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared := metric(t, m, "filterd_shadow_compared_total")
+	differs := metric(t, m, "filterd_shadow_differs_total")
+	t.Logf("shadow: %v packets compared, %v differ", compared, differs)
+	if compared < 30 {
+		t.Errorf("only %v packets compared with the kernel's conntrack", compared)
+	}
+	if differs != 0 {
+		t.Errorf("%v packets' conntrack state differs from the kernel's:\n%s", differs, d.out.String())
+	}
+}
+
+// kernelHasGlueCT reports whether the running kernel can attach conntrack
+// state to NFQUEUE messages (CONFIG_NETFILTER_NETLINK_GLUE_CT), from
+// /proc/config.gz; without that file it assumes it can.
+func kernelHasGlueCT() bool {
+	f, err := os.Open("/proc/config.gz")
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return true
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		return true
+	}
+	return strings.Contains(string(b), "CONFIG_NETFILTER_NETLINK_GLUE_CT=y")
 }

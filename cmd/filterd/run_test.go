@@ -52,7 +52,7 @@ func TestParseHooks(t *testing.T) {
 // TestInstallerRules checks the exact NFQUEUE rules --install inserts (and
 // so removes).
 func TestInstallerRules(t *testing.T) {
-	in := newInstaller([]uint16{0}, []packet.Hook{packet.HookInput, packet.HookOutput}, false, false)
+	in := newInstaller([]uint16{0}, []packet.Hook{packet.HookInput, packet.HookOutput}, false, false, false)
 	var got []string
 	for _, r := range in.rules {
 		got = append(got, r.cmd+" "+r.chain+" "+strings.Join(r.spec, " "))
@@ -66,7 +66,7 @@ func TestInstallerRules(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	in = newInstaller([]uint16{2, 3}, []packet.Hook{packet.HookForward}, true, true)
+	in = newInstaller([]uint16{2, 3}, []packet.Hook{packet.HookForward}, true, true, false)
 	if s := strings.Join(in.rules[0].spec, " "); s != "-m comment --comment filterd -j NFQUEUE --queue-balance 2:3 --queue-cpu-fanout --queue-bypass" {
 		t.Errorf("balance spec %q", s)
 	}
