@@ -93,7 +93,18 @@ type lab struct {
 	server, client, attacker *netns.NS
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T) *lab { return newLabOpts(t, false) }
+
+// IPv6 addresses of the lab (fd00:198:18::/48).
+const (
+	serverIP6   = "fd00:198:18:1::1"
+	clientIP6   = "fd00:198:18:1::2"
+	attackerIP6 = "fd00:198:18:1::3"
+)
+
+// newLabOpts builds the lab; with ipv6 the hosts also get addresses in
+// fd00:198:18:1::/64 (no DAD), otherwise IPv6 is disabled on them.
+func newLabOpts(t *testing.T, ipv6 bool) *lab {
 	t.Helper()
 	requireKernel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -117,9 +128,9 @@ func newLab(t *testing.T) *lab {
 	_, err = sw.Run(ctx, "ip", "link", "set", "br0", "up")
 	must(err)
 	for i, x := range []struct {
-		ns   **netns.NS
-		addr string
-	}{{&l.server, serverIP}, {&l.client, clientIP}, {&l.attacker, attackerIP}} {
+		ns          **netns.NS
+		addr, addr6 string
+	}{{&l.server, serverIP, serverIP6}, {&l.client, clientIP, clientIP6}, {&l.attacker, attackerIP, attackerIP6}} {
 		n, err := l.g.New(ctx, "fdrun")
 		must(err)
 		*x.ns = n
@@ -129,6 +140,11 @@ func newLab(t *testing.T) *lab {
 		must(err)
 		_, err = n.Run(ctx, "ip", "addr", "add", x.addr+"/24", "dev", "eth0")
 		must(err)
+		if ipv6 {
+			_, err = n.Run(ctx, "ip", "addr", "add", x.addr6+"/64", "dev", "eth0", "nodad")
+			must(err)
+			continue
+		}
 		// No IPv6 traffic of their own (router solicitations, DAD) in the way.
 		must(n.Sysctl("net.ipv6.conf.all.disable_ipv6", "1"))
 	}
@@ -361,11 +377,14 @@ func listen(t *testing.T, ns *netns.NS, addr string) net.Listener {
 
 // httpServer starts python3 -m http.server on serverIP:80 serving dir and
 // waits until it accepts connections (before filterd runs).
-func (l *lab) httpServer(dir string) {
+func (l *lab) httpServer(dir string) { l.httpServerOn(serverIP, dir) }
+
+// httpServerOn is httpServer bound to addr (IPv4 or IPv6).
+func (l *lab) httpServerOn(addr, dir string) {
 	l.t.Helper()
-	l.start(l.server, "python3", "-m", "http.server", "--bind", serverIP, "--directory", dir, "80")
+	l.start(l.server, "python3", "-m", "http.server", "--bind", addr, "--directory", dir, "80")
 	waitFor(l.t, 15*time.Second, "http.server listening", func() bool {
-		r, _ := dial(l.t, l.server, serverIP+":80", time.Second)
+		r, _ := dial(l.t, l.server, net.JoinHostPort(addr, "80"), time.Second)
 		return r == dialOK
 	})
 }

@@ -148,3 +148,42 @@ func TestKernelRunServerRules(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelRunServerRulesIPv6 runs filterd with both rule files
+// (server.rules and server.rules6) and checks the IPv6 side: neighbour
+// discovery passes (ICMPv6 rules), HTTP and SSH from the allowed address
+// work, UDP to a closed port gets ICMPv6 port unreachable, and the
+// NFQUEUE rules go into ip6tables and come out again.
+func TestKernelRunServerRulesIPv6(t *testing.T) {
+	l := newLabOpts(t, true)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("hello v6\n"), 0o644)
+	l.httpServerOn(serverIP6, www)
+	listen(t, l.server, "["+serverIP6+"]:22")
+	abs6, _ := filepath.Abs(filepath.Join(rulesDir, "server.rules6"))
+	d := l.startFilterd(rulesPath(t, "server.rules"), "--rules6", abs6)
+	defer d.stop()
+	out, err := run(l.server, 10*time.Second, "ip6tables", "-S", "INPUT")
+	if err != nil || !strings.Contains(out, "NFQUEUE") {
+		t.Fatalf("ip6tables INPUT has no NFQUEUE rule: %v\n%s", err, out)
+	}
+	if out, err := curl(l, l.client, "http://["+serverIP6+"]/index.html", 5); err != nil || out != "hello v6\n" {
+		t.Fatalf("curl over IPv6: %v %q\n%s", err, out, d.out.String())
+	}
+	if r, took := dial(t, l.client, "["+serverIP6+"]:22", 3*time.Second); r != dialOK {
+		t.Errorf("client fd00:198:18:1::2 to port 22: %v after %v", r, took)
+	}
+	if got := udpProbe(t, l.attacker, "["+serverIP6+"]:5555", 3*time.Second); got != "refused" {
+		t.Errorf("UDP over IPv6 to closed port: %s, want refused (ICMPv6 port unreachable)", got)
+	}
+	if n := d.ruleCount("FWALL-INPUT", regexp.MustCompile(`REJECT\s+17 .*icmp6-port-unreachable`)); n == 0 {
+		t.Error("the IPv6 UDP REJECT rule counted nothing")
+	}
+	if !strings.Contains(d.out.String(), "SRC="+attackerIP6) {
+		t.Errorf("no IPv6 LOG line from the attacker:\n%s", d.out.String())
+	}
+	d.stop()
+	if out, _ := run(l.server, 10*time.Second, "ip6tables", "-S"); strings.Contains(out, "NFQUEUE") {
+		t.Errorf("ip6tables NFQUEUE rules left after stop:\n%s", out)
+	}
+}
