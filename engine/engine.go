@@ -163,12 +163,14 @@ type Worker struct {
 	dec    *Decoder
 	defrag *Defrag
 	pkt    packet.Packet
-	n      int
+	// sweepIn counts packets down to the next incremental conntrack sweep
+	// (every cfg.SweepEvery packets, without a division per packet).
+	sweepIn int
 }
 
 // NewWorker returns a worker bound to e.
 func (e *Engine) NewWorker() *Worker {
-	w := &Worker{e: e, dec: NewDecoder(), defrag: NewDefrag(DefragConfig{})}
+	w := &Worker{e: e, dec: NewDecoder(), defrag: NewDefrag(DefragConfig{}), sweepIn: e.cfg.SweepEvery}
 	w.pkt.ExtHeaders = make([]uint8, 0, maxExtHeaders)
 	w.pkt.Reset()
 	return w
@@ -207,8 +209,8 @@ func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 		// kernel's conntrack calls such a packet INVALID; the rules still see it.
 		p.Truncated = true
 	}
-	w.n++
-	if w.n%w.e.cfg.SweepEvery == 0 {
+	if w.sweepIn--; w.sweepIn == 0 {
+		w.sweepIn = w.e.cfg.SweepEvery
 		w.e.cfg.Conntrack.Sweep(meta.Time, w.e.cfg.SweepBudget)
 	}
 	return w.decide(p)
