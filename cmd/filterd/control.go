@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -11,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/filterd/filterd/conntrack"
@@ -43,17 +44,17 @@ func (d *daemon) serveControl(path string) (func(), error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /conntrack", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		bw := bufio.NewWriter(w)
+		var b strings.Builder
 		n := 0
 		d.ct.Range(func(e conntrack.Entry) bool {
-			bw.WriteString(e.String())
-			bw.WriteByte('\n')
+			b.WriteString(e.String())
+			b.WriteByte('\n')
 			n++
 			return true
 		})
-		fmt.Fprintf(bw, "filterd conntrack: %d flow entries have been shown.\n", n)
-		bw.Flush()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Filterd-Entries", strconv.Itoa(n))
+		io.WriteString(w, b.String())
 	})
 	mux.HandleFunc("GET /list", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -87,6 +88,12 @@ func (d *daemon) serveControl(path string) (func(), error) {
 
 // controlGet fetches path from the daemon's control socket.
 func controlGet(ctx context.Context, sock, path string, w io.Writer) error {
+	_, err := controlGetHeader(ctx, sock, path, w)
+	return err
+}
+
+// controlGetHeader is controlGet returning the response headers too.
+func controlGetHeader(ctx context.Context, sock, path string, w io.Writer) (http.Header, error) {
 	c := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -95,19 +102,19 @@ func controlGet(ctx context.Context, sock, path string, w io.Writer) error {
 	}, Timeout: 30 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://filterd"+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("control socket %s: %w (is filterd run --control %s running?)", sock, err, sock)
+		return nil, fmt.Errorf("control socket %s: %w (is filterd run --control %s running?)", sock, err, sock)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("control socket %s: %s: %s", sock, resp.Status, b)
+		return nil, fmt.Errorf("control socket %s: %s: %s", sock, resp.Status, b)
 	}
 	_, err = io.Copy(w, resp.Body)
-	return err
+	return resp.Header, err
 }
 
 // defaultControl is the control socket the systemd unit uses.
@@ -126,11 +133,17 @@ func runConntrack(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return exitBadInput
 	}
-	_ = list
-	if err := controlGet(ctx, *sock, "/conntrack", stdout); err != nil {
+	if !*list {
+		fmt.Fprintln(stderr, "filterd conntrack: only -L (list) is supported")
+		return exitBadInput
+	}
+	h, err := controlGetHeader(ctx, *sock, "/conntrack", stdout)
+	if err != nil {
 		fmt.Fprintf(stderr, "filterd conntrack: %v\n", err)
 		return exitFailure
 	}
+	// As conntrack -L, the count goes to stderr.
+	fmt.Fprintf(stderr, "filterd conntrack: %s flow entries have been shown.\n", h.Get("X-Filterd-Entries"))
 	return exitOK
 }
 

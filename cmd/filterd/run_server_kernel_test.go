@@ -130,9 +130,15 @@ func TestKernelRunServerRules(t *testing.T) {
 			if !logRE.MatchString(d.out.String()) {
 				t.Errorf("no LOG line like %v on stderr:\n%s", logRE, d.out.String())
 			}
-			ct := d.control("/conntrack")
-			if !strings.Contains(ct, "dport=80") || !strings.Contains(ct, "flow entries have been shown") {
-				t.Errorf("filterd conntrack shows no HTTP flow:\n%s", ct)
+			// The user's commands against the running daemon.
+			ct, err := run(l.server, 10*time.Second, filterdBin, "conntrack", "-L", "--control", d.sock)
+			flowRE := regexp.MustCompile(`(?m)^tcp      6 \d+ (TIME_WAIT|CLOSE|ESTABLISHED|FIN_WAIT|LAST_ACK|CLOSE_WAIT) src=198\.18\.1\.2 dst=198\.18\.1\.1 sport=\d+ dport=80 packets=\d+ bytes=\d+ src=198\.18\.1\.1 dst=198\.18\.1\.2 sport=80 dport=\d+ packets=\d+ bytes=\d+ \[ASSURED\]`)
+			if err != nil || !flowRE.MatchString(ct) || !regexp.MustCompile(`filterd conntrack: [1-9]\d* flow entries have been shown`).MatchString(ct) {
+				t.Errorf("filterd conntrack: %v; no HTTP flow like %v:\n%s", err, flowRE, ct)
+			}
+			lv, err := run(l.server, 10*time.Second, filterdBin, "list", "-v", "-x", "-n", "--control", d.sock)
+			if err != nil || !regexp.MustCompile(`(?m)^\s*[1-9]\d*\s+[1-9]\d* ACCEPT\s+6\s+--\s+\*\s+\*\s+0\.0\.0\.0/0\s+0\.0\.0\.0/0\s+tcp flags:0x17/0x02 limit: avg 5/sec burst 5`).MatchString(lv) {
+				t.Errorf("filterd list -v -x -n --control: %v; no counted SYN limit rule:\n%s", err, lv)
 			}
 			d.stop()
 			// The installed rules are gone, exactly those.
