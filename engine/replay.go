@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -22,7 +23,17 @@ type ReplayOptions struct {
 	Accepted, Dropped *PcapWriter
 	// TopN is how many sources Summary.TopDropped lists (default 10).
 	TopN int
+	// MaxSources bounds the per-source counters (default 65,536 sources,
+	// a few MiB). Up to that many distinct sources the counts are exact;
+	// when a new source finds the table full, the half of the sources with
+	// the fewest dropped packets is forgotten (Summary.SourcesPruned says
+	// so), which keeps the heaviest droppers of a flood from millions of
+	// spoofed addresses.
+	MaxSources int
 }
+
+// DefaultMaxSources is ReplayOptions.MaxSources' default.
+const DefaultMaxSources = 1 << 16
 
 // Replayer runs pcap files through an engine with the packets' own
 // timestamps as the clock and accumulates a Summary.
@@ -34,10 +45,13 @@ type Replayer struct {
 	sum      Summary
 	verdicts [4]VerdictCount
 	reasons  [5]uint64
-	states   map[packet.CTState]uint64
+	states   [256]uint64 // by CTState value
 	fam      [2]uint64
 	secs     []SecondCount
-	sources  map[netip.Addr]*SourceCount
+	sources  map[netip.Addr]int32 // index into srcs
+	srcs     []SourceCount
+	pruned   uint64   // source entries forgotten to stay within MaxSources
+	scratch  []uint64 // dropped counts, for pruning
 	start    time.Time
 	frame    Frame
 	last     Verdict
@@ -48,12 +62,14 @@ func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
 	if opts.TopN <= 0 {
 		opts.TopN = 10
 	}
+	if opts.MaxSources <= 0 {
+		opts.MaxSources = DefaultMaxSources
+	}
 	r := &Replayer{
 		e:       e,
 		w:       e.NewWorker(),
 		opts:    opts,
-		states:  make(map[packet.CTState]uint64),
-		sources: make(map[netip.Addr]*SourceCount),
+		sources: make(map[netip.Addr]int32),
 	}
 	for i := range r.verdicts {
 		r.verdicts[i].Verdict = Action(i).String()
@@ -183,11 +199,7 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 			sc.AcceptedSYN++
 		}
 	}
-	src := r.sources[p.Src]
-	if src == nil {
-		src = &SourceCount{Addr: p.Src}
-		r.sources[p.Src] = src
-	}
+	src := r.source(p.Src)
 	src.Offered++
 	if syn {
 		src.SYNs++
@@ -197,6 +209,45 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 	}
 	if v.Action == Reject && RejectWouldReply(p, v.RejectWith) {
 		s.Rejects++
+	}
+}
+
+// source returns the counters of source a, adding it (and first pruning
+// the table when it is full) when it is new. The table grows by amortized
+// doubling up to MaxSources and then stays put: no allocation per packet.
+func (r *Replayer) source(a netip.Addr) *SourceCount {
+	if i, ok := r.sources[a]; ok {
+		return &r.srcs[i]
+	}
+	if len(r.srcs) >= r.opts.MaxSources {
+		r.prune()
+	}
+	r.sources[a] = int32(len(r.srcs))
+	r.srcs = append(r.srcs, SourceCount{Addr: a})
+	return &r.srcs[len(r.srcs)-1]
+}
+
+// prune forgets the sources with the fewest dropped packets: every source
+// whose count is at or below the median, so at least half of the table.
+func (r *Replayer) prune() {
+	r.scratch = r.scratch[:0]
+	for i := range r.srcs {
+		r.scratch = append(r.scratch, r.srcs[i].Dropped)
+	}
+	slices.Sort(r.scratch)
+	median := r.scratch[len(r.scratch)/2]
+	kept := r.srcs[:0]
+	for _, sc := range r.srcs {
+		if sc.Dropped > median {
+			kept = append(kept, sc)
+		}
+	}
+	r.pruned += uint64(len(r.srcs) - len(kept))
+	clear(r.srcs[len(kept):])
+	r.srcs = kept
+	clear(r.sources)
+	for i := range r.srcs {
+		r.sources[r.srcs[i].Addr] = int32(i)
 	}
 }
 
@@ -219,9 +270,9 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 	}
 	s.Seconds = append([]SecondCount(nil), r.secs...)
 	var top []SourceCount
-	for _, sc := range r.sources {
+	for _, sc := range r.srcs {
 		if sc.Dropped > 0 {
-			top = append(top, *sc)
+			top = append(top, sc)
 		}
 	}
 	sort.Slice(top, func(i, j int) bool {
@@ -234,6 +285,7 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 		top = top[:r.opts.TopN]
 	}
 	s.TopDropped = top
+	s.SourcesPruned = r.pruned
 	s.Chains = chainCounters(rules)
 	s.Malformed = r.reasons[ReasonMalformed]
 	s.TableFull = r.reasons[ReasonTableFull]

@@ -26,6 +26,10 @@ type Summary struct {
 	Seconds []SecondCount `json:"seconds"`
 	// TopDropped lists the sources with the most dropped packets.
 	TopDropped []SourceCount `json:"top_dropped"`
+	// SourcesPruned counts per-source entries forgotten to keep the table
+	// within ReplayOptions.MaxSources; when it is not zero TopDropped may
+	// undercount (see MaxSources).
+	SourcesPruned uint64 `json:"sources_pruned,omitempty"`
 	// Chains holds the rule counters after the replay, per family.
 	Chains []ChainCounters `json:"chains"`
 	// Rejects counts the replies REJECT would have sent.
