@@ -25,6 +25,10 @@ type Report struct {
 	// Kernel is the kernel replay's result; its Save4 / Save6 are the
 	// kernel's counters.
 	Kernel *kernelreplay.Result
+	// Kernel4 and Kernel6 are the filter tables of Save4 / Save6, the part
+	// filterd implements (nat, mangle, raw and security stay with the
+	// kernel and are not compared).
+	Kernel4, Kernel6 string
 	// Filterd4 and Filterd6 are filterd's iptables-save -c texts after the
 	// same replay ("" for a family without rules).
 	Filterd4, Filterd6 string
@@ -76,11 +80,12 @@ func Compare(ctx context.Context, cfg kernelreplay.Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Kernel: res, Filterd4: fr.Save4, Filterd6: fr.Save6, FilterdTime: time.Since(start)}
-	if rep.Diff4, err = Diff(res.Save4, fr.Save4); err != nil {
+	rep := &Report{Kernel: res, Filterd4: fr.Save4, Filterd6: fr.Save6, FilterdTime: time.Since(start),
+		Kernel4: FilterTable(res.Save4), Kernel6: FilterTable(res.Save6)}
+	if rep.Diff4, err = Diff(rep.Kernel4, fr.Save4); err != nil {
 		return nil, fmt.Errorf("parity: IPv4: %w", err)
 	}
-	if rep.Diff6, err = Diff(res.Save6, fr.Save6); err != nil {
+	if rep.Diff6, err = Diff(rep.Kernel6, fr.Save6); err != nil {
 		return nil, fmt.Errorf("parity: IPv6: %w", err)
 	}
 	for i, kv := range res.Verdicts {
@@ -312,4 +317,56 @@ func ConntrackConfig(res *kernelreplay.Result) (conntrack.Config, error) {
 		return cfg, fmt.Errorf("parity: kernel settings: %w", errors.Join(errs...))
 	}
 	return cfg, nil
+}
+
+// FilterTable returns the *filter table of an iptables-save text (its
+// "*filter" line to its COMMIT), or "" when it has none.
+func FilterTable(save string) string {
+	var b strings.Builder
+	in := false
+	for _, l := range strings.SplitAfter(save, "\n") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "*") {
+			in = t == "*filter"
+		}
+		if in {
+			b.WriteString(l)
+			if t == "COMMIT" {
+				in = false
+			}
+		}
+	}
+	return b.String()
+}
+
+// UndeclaredBuiltins returns the filter table's built-in chains (INPUT,
+// FORWARD, OUTPUT) that a rules file neither declares nor appends to. With
+// iptables-nft such a chain has no base chain in the kernel: nothing is
+// counted there and iptables-save -c prints [0:0], while filterd counts what
+// its ACCEPT policy passes, as iptables-legacy does (a known divergence).
+func UndeclaredBuiltins(rules string) []string {
+	seen := map[string]bool{}
+	in := false
+	for _, l := range strings.Split(rules, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(f[0], "*"):
+			in = f[0] == "*filter"
+		case !in:
+		case strings.HasPrefix(f[0], ":"):
+			seen[f[0][1:]] = true
+		case (f[0] == "-A" || f[0] == "-I" || f[0] == "--append" || f[0] == "--insert") && len(f) > 1:
+			seen[f[1]] = true
+		}
+	}
+	var out []string
+	for _, c := range []string{"INPUT", "FORWARD", "OUTPUT"} {
+		if !seen[c] {
+			out = append(out, c)
+		}
+	}
+	return out
 }

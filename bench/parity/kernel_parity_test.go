@@ -200,7 +200,7 @@ func runParity(t *testing.T, set paritySet, path string) {
 		name            string
 		kernel, filterd string
 		diffs           []Difference
-	}{{"IPv4", res.Save4, rep.Filterd4, rep.Diff4}, {"IPv6", res.Save6, rep.Filterd6, rep.Diff6}} {
+	}{{"IPv4", rep.Kernel4, rep.Filterd4, rep.Diff4}, {"IPv6", rep.Kernel6, rep.Filterd6, rep.Diff6}} {
 		if len(fam.diffs) == 0 {
 			t.Logf("%s equal: %s", fam.name, describe(fam.kernel))
 			continue
@@ -379,5 +379,27 @@ COMMIT
 				t.Errorf("timingExplains = %v (%s), want %v; differences:\n%v", got, why, tt.want, diffs)
 			}
 		})
+	}
+}
+
+func TestFilterTableAndUndeclaredBuiltins(t *testing.T) {
+	save := "*raw\n:PREROUTING ACCEPT [3:180]\nCOMMIT\n*filter\n:INPUT DROP [1:60]\n[2:120] -A INPUT -j ACCEPT\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+	if got, want := FilterTable(save), "*filter\n:INPUT DROP [1:60]\n[2:120] -A INPUT -j ACCEPT\nCOMMIT\n"; got != want {
+		t.Errorf("FilterTable = %q, want %q", got, want)
+	}
+	if got := FilterTable("*nat\nCOMMIT\n"); got != "" {
+		t.Errorf("FilterTable without a filter table = %q", got)
+	}
+	for _, tt := range []struct {
+		rules string
+		want  string
+	}{
+		{"*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n", "[]"},
+		{"*filter\n:ufw-user-input - [0:0]\n-A ufw-user-input -j ACCEPT\nCOMMIT\n", "[INPUT FORWARD OUTPUT]"},
+		{"*filter\n-A INPUT -j ACCEPT\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n", "[FORWARD OUTPUT]"},
+	} {
+		if got := fmt.Sprint(UndeclaredBuiltins(tt.rules)); got != tt.want {
+			t.Errorf("UndeclaredBuiltins(%q) = %s, want %s", tt.rules, got, tt.want)
+		}
 	}
 }

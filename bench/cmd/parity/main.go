@@ -140,15 +140,19 @@ func printReport(w io.Writer, rep *parity.Report, verbose bool) {
 		name            string
 		kernel, filterd string
 		diffs           []parity.Difference
-	}{{"IPv4", res.Save4, rep.Filterd4, rep.Diff4}, {"IPv6", res.Save6, rep.Filterd6, rep.Diff6}} {
+		rules           string
+	}{{"IPv4", rep.Kernel4, rep.Filterd4, rep.Diff4, res.Rules}, {"IPv6", rep.Kernel6, rep.Filterd6, rep.Diff6, res.Rules6}} {
 		if fam.kernel == "" && fam.filterd == "" {
 			continue
 		}
-		fmt.Fprintf(w, "%s counters: ", fam.name)
+		fmt.Fprintf(w, "%s counters (filter table): ", fam.name)
 		if len(fam.diffs) > 0 {
 			fmt.Fprintf(w, "%d differences\n", len(fam.diffs))
 		}
 		parity.Print(w, fam.diffs)
+		if u := undeclaredDiffers(fam.rules, fam.diffs); len(u) > 0 {
+			fmt.Fprintf(w, "  (known divergence: %v not in the rules file; iptables-nft makes no base chain for them and counts nothing, filterd counts as iptables-legacy does)\n", u)
+		}
 		if verbose {
 			fmt.Fprintf(w, "# kernel %s:\n%s# filterd %s:\n%s", fam.name, fam.kernel, fam.name, fam.filterd)
 		}
@@ -162,4 +166,18 @@ func printReport(w io.Writer, rep *parity.Report, verbose bool) {
 	for _, v := range rep.Verdicts {
 		fmt.Fprintln(w, " ", v)
 	}
+}
+
+// undeclaredDiffers returns the built-in chains the rules file leaves out
+// whose policy counters differ with the kernel's at zero.
+func undeclaredDiffers(rules string, diffs []parity.Difference) []string {
+	var out []string
+	for _, c := range parity.UndeclaredBuiltins(rules) {
+		for _, d := range diffs {
+			if d.Kernel.Chain == c && d.Kernel.Index == 0 && d.Kernel.Counter.Packets == 0 {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }

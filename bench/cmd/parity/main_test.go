@@ -50,7 +50,7 @@ func TestParityCLI(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr.String())
 	}
-	for _, want := range []string{"IPv4 counters: equal\n", "IPv6 counters: equal\n", "verdicts: 8 packets compared, equal\n"} {
+	for _, want := range []string{"IPv4 counters (filter table): equal\n", "IPv6 counters (filter table): equal\n", "verdicts: 8 packets compared, equal\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
