@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"slices"
+	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -48,10 +47,7 @@ type Replayer struct {
 	states   [256]uint64 // by CTState value
 	fam      [2]uint64
 	secs     []SecondCount
-	sources  map[netip.Addr]int32 // index into srcs
-	srcs     []SourceCount
-	pruned   uint64   // source entries forgotten to stay within MaxSources
-	scratch  []uint64 // dropped counts, for pruning
+	sources  srcTable
 	start    time.Time
 	frame    Frame
 	last     Verdict
@@ -69,7 +65,7 @@ func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
 		e:       e,
 		w:       e.NewWorker(),
 		opts:    opts,
-		sources: make(map[netip.Addr]int32),
+		sources: srcTable{max: opts.MaxSources, seed: rand.Uint64()},
 	}
 	for i := range r.verdicts {
 		r.verdicts[i].Verdict = Action(i).String()
@@ -199,7 +195,7 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 			sc.AcceptedSYN++
 		}
 	}
-	src := r.source(p.Src)
+	src := r.sources.get(p.Src)
 	src.Offered++
 	if syn {
 		src.SYNs++
@@ -209,45 +205,6 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 	}
 	if v.Action == Reject && RejectWouldReply(p, v.RejectWith) {
 		s.Rejects++
-	}
-}
-
-// source returns the counters of source a, adding it (and first pruning
-// the table when it is full) when it is new. The table grows by amortized
-// doubling up to MaxSources and then stays put: no allocation per packet.
-func (r *Replayer) source(a netip.Addr) *SourceCount {
-	if i, ok := r.sources[a]; ok {
-		return &r.srcs[i]
-	}
-	if len(r.srcs) >= r.opts.MaxSources {
-		r.prune()
-	}
-	r.sources[a] = int32(len(r.srcs))
-	r.srcs = append(r.srcs, SourceCount{Addr: a})
-	return &r.srcs[len(r.srcs)-1]
-}
-
-// prune forgets the sources with the fewest dropped packets: every source
-// whose count is at or below the median, so at least half of the table.
-func (r *Replayer) prune() {
-	r.scratch = r.scratch[:0]
-	for i := range r.srcs {
-		r.scratch = append(r.scratch, r.srcs[i].Dropped)
-	}
-	slices.Sort(r.scratch)
-	median := r.scratch[len(r.scratch)/2]
-	kept := r.srcs[:0]
-	for _, sc := range r.srcs {
-		if sc.Dropped > median {
-			kept = append(kept, sc)
-		}
-	}
-	r.pruned += uint64(len(r.srcs) - len(kept))
-	clear(r.srcs[len(kept):])
-	r.srcs = kept
-	clear(r.sources)
-	for i := range r.srcs {
-		r.sources[r.srcs[i].Addr] = int32(i)
 	}
 }
 
@@ -270,7 +227,7 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 	}
 	s.Seconds = append([]SecondCount(nil), r.secs...)
 	var top []SourceCount
-	for _, sc := range r.srcs {
+	for _, sc := range r.sources.srcs {
 		if sc.Dropped > 0 {
 			top = append(top, sc)
 		}
@@ -285,7 +242,7 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 		top = top[:r.opts.TopN]
 	}
 	s.TopDropped = top
-	s.SourcesPruned = r.pruned
+	s.SourcesPruned = r.sources.pruned
 	s.Chains = chainCounters(rules)
 	s.Malformed = r.reasons[ReasonMalformed]
 	s.TableFull = r.reasons[ReasonTableFull]

@@ -5,8 +5,43 @@ import (
 	"testing"
 )
 
+// indexed counts the index's occupied slots.
+func (t *srcTable) indexed() int {
+	n := 0
+	for _, j := range t.slots {
+		if j != 0 {
+			n++
+		}
+	}
+	return n
+}
+
 func srcAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+}
+
+// TestReplaySourcesIndex: every source is found again with its own
+// counters, IPv4 and IPv6 (also an IPv4-mapped IPv6 address, a different
+// source from the IPv4 one), across index growth.
+func TestReplaySourcesIndex(t *testing.T) {
+	r := &srcTable{max: 1 << 16, seed: 99}
+	var addrs []netip.Addr
+	for i := 0; i < 5000; i++ {
+		a4 := srcAddr(i)
+		addrs = append(addrs, a4, netip.AddrFrom16(a4.As16()), netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 14: byte(i >> 8), 15: byte(i)}))
+	}
+	for round := 1; round <= 3; round++ {
+		for i, a := range addrs {
+			sc := r.get(a)
+			if sc.Addr != a || sc.Offered != uint64(round-1) {
+				t.Fatalf("round %d, source %d (%v): %+v", round, i, a, *sc)
+			}
+			sc.Offered++
+		}
+	}
+	if len(r.srcs) != len(addrs) || r.indexed() != len(addrs) || len(r.slots) < 2*len(addrs) {
+		t.Errorf("%d sources, %d indexed in %d slots, want %d", len(r.srcs), r.indexed(), len(r.slots), len(addrs))
+	}
 }
 
 // TestReplaySourcesBounded: per-source counters are exact up to MaxSources;
@@ -14,30 +49,30 @@ func srcAddr(i int) netip.Addr {
 // droppers keep their exact counts, the loss is reported, and counting
 // allocates nothing once the table has grown.
 func TestReplaySourcesBounded(t *testing.T) {
-	r := &Replayer{opts: ReplayOptions{MaxSources: 64}, sources: make(map[netip.Addr]int32)}
+	r := &srcTable{max: 64, seed: 12345}
 	// 64 sources: source i has i drops. Exact, nothing pruned.
 	for i := 0; i < 64; i++ {
 		for j := 0; j < i; j++ {
-			r.source(srcAddr(i)).Dropped++
+			r.get(srcAddr(i)).Dropped++
 		}
-		r.source(srcAddr(i)).Offered++
+		r.get(srcAddr(i)).Offered++
 	}
 	if len(r.srcs) != 64 || r.pruned != 0 {
 		t.Fatalf("%d sources, %d pruned", len(r.srcs), r.pruned)
 	}
 	// A new source finds the table full: sources 0..32 (at or below the
 	// median of 32 drops) go, 33..63 stay with their counts.
-	r.source(srcAddr(1000)).Dropped++
-	if r.pruned != 33 || len(r.srcs) != 32 || len(r.sources) != 32 {
-		t.Fatalf("after pruning: %d sources (%d in the map), %d pruned", len(r.srcs), len(r.sources), r.pruned)
+	r.get(srcAddr(1000)).Dropped++
+	if r.pruned != 33 || len(r.srcs) != 32 || r.indexed() != 32 {
+		t.Fatalf("after pruning: %d sources (%d indexed), %d pruned", len(r.srcs), r.indexed(), r.pruned)
 	}
 	for i := 33; i < 64; i++ {
-		sc := r.source(srcAddr(i))
+		sc := r.get(srcAddr(i))
 		if sc.Dropped != uint64(i) || sc.Offered != 1 || sc.Addr != srcAddr(i) {
 			t.Errorf("source %d: %+v", i, *sc)
 		}
 	}
-	if sc := r.source(srcAddr(1000)); sc.Dropped != 1 {
+	if sc := r.get(srcAddr(1000)); sc.Dropped != 1 {
 		t.Errorf("new source: %+v", *sc)
 	}
 	if len(r.srcs) != 32 {
@@ -47,18 +82,22 @@ func TestReplaySourcesBounded(t *testing.T) {
 	n := 2000
 	allocs := testing.AllocsPerRun(5, func() {
 		for i := 0; i < 1000; i++ {
-			r.source(srcAddr(n)).Offered++
+			a := srcAddr(n)
+			if n%3 == 0 {
+				a = netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 14: byte(n >> 8), 15: byte(n)})
+			}
+			r.get(a).Offered++
 			n++
 		}
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per 1000 new sources", allocs)
 	}
-	if len(r.srcs) > 64 || len(r.sources) != len(r.srcs) {
-		t.Errorf("%d sources, %d in the map, bound 64", len(r.srcs), len(r.sources))
+	if len(r.srcs) > 64 || r.indexed() != len(r.srcs) {
+		t.Errorf("%d sources, %d indexed, bound 64", len(r.srcs), r.indexed())
 	}
 	for i := 33; i < 64; i++ {
-		if sc := r.source(srcAddr(i)); sc.Dropped != uint64(i) {
+		if sc := r.get(srcAddr(i)); sc.Dropped != uint64(i) {
 			t.Errorf("heavy dropper %d forgotten: %+v", i, *sc)
 		}
 	}
