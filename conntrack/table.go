@@ -56,18 +56,21 @@ const (
 )
 
 type entry struct {
+	// What a bucket-chain walk reads (the key, the link and the expiry)
+	// comes first, together, so that a step costs one cache miss rather
+	// than two in a table larger than the caches.
 	key       Key
+	next      int32 // index+1 of the next entry in the bucket chain, or free list
+	status    uint16
 	expires   int64 // ns, same clock as packet timestamps
+	self      int32 // own index in the shard
+	bucket    uint32
+	gen       uint32 // bumped when the entry is freed; guards stale Refs
 	packets   [2]uint64
 	bytes     [2]uint64
 	udpStream int64 // UDP: stream_ts, the time after which a reply makes the flow a stream
 	ftp       *ftpInfo
 	tcp       tcpConn
-	next      int32 // index+1 of the next entry in the bucket chain, or free list
-	self      int32 // own index in the shard
-	bucket    uint32
-	gen       uint32 // bumped when the entry is freed; guards stale Refs
-	status    uint16
 }
 
 // shardStats are counted with the shard lock held.
