@@ -139,15 +139,24 @@ func BenchmarkEngineNewFlow(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	src := uint32(0xc6130001) // 198.19.0.1
+	ports := binary.BigEndian.Uint32(syn[20:]) // source and destination port
 	for i := 0; i < b.N; i++ {
 		// A new source every packet; after 2^17 sources the port changes.
 		next := 0xc6120000 | (src+1)&0x1ffff
 		adjust(syn, 10, src, next)    // IP header checksum
 		adjust(syn, 20+16, src, next) // TCP pseudo-header
 		binary.BigEndian.PutUint32(syn[12:], next)
+		if next&0x1ffff == 0 {
+			np := ports + 1<<16 // next source port, same destination port
+			adjust(syn, 20+16, ports, np)
+			binary.BigEndian.PutUint32(syn[20:], np)
+			ports = np
+		}
 		src = next
 		now = now.Add(time.Microsecond)
-		w.Process(syn, packet.Meta{Time: now})
+		if v := w.Process(syn, packet.Meta{Time: now}); v.Action != engine.Accept || w.Packet().CTState != packet.CTNew {
+			b.Fatalf("SYN %d: %v %v", i, v.Action, w.Packet().CTState)
+		}
 	}
 	report(b, b.N)
 }
