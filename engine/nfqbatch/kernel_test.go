@@ -485,3 +485,104 @@ func TestKernelCancelDrains(t *testing.T) {
 	}
 	checkExactlyOnce(t, l, acc, drop, st)
 }
+
+// TestKernelOutputOwnerConntrack: packets the receiver itself sends, queued
+// on OUTPUT with the UID_GID and CONNTRACK flags, carry the socket owner,
+// the output interface and the kernel's conntrack state (IP_CT_NEW for the
+// first packets of a flow with no reply yet). A kernel built without
+// CONFIG_NETFILTER_NETLINK_GLUE_CT refuses the CONNTRACK flag: then the
+// error must say so, the queue must not stay bound, and the rest is checked
+// without it.
+func TestKernelOutputOwnerConntrack(t *testing.T) {
+	e := newKernelEnv(t)
+	const queue, n = 8, 20
+	type seen struct {
+		hook              packet.Hook
+		out               string
+		local, owner, ctI bool
+		uid, ctinfo       uint32
+		ctLen             int
+	}
+	var got []seen
+	var q *Queue
+	var openErr error
+	must(t, e.rcv.Do(func() error {
+		q, openErr = Open(Config{Queue: queue, UIDGID: true, Conntrack: true})
+		return nil
+	}))
+	withCT := openErr == nil
+	if !withCT {
+		if !errors.Is(openErr, unix.EOPNOTSUPP) || !strings.Contains(openErr.Error(), "CONFIG_NETFILTER_NETLINK_GLUE_CT") {
+			t.Fatalf("Open with Conntrack: %v", openErr)
+		}
+		var m map[uint16]KernelStats
+		must(t, e.rcv.Do(func() error {
+			var err error
+			m, err = ReadKernelStats()
+			return err
+		}))
+		if _, bound := m[queue]; bound {
+			t.Fatalf("refused configuration left queue %d bound: %+v", queue, m)
+		}
+		t.Logf("this kernel has no conntrack glue (%v); checking the owner without it", openErr)
+		must(t, e.rcv.Do(func() error {
+			var err error
+			q, err = Open(Config{Queue: queue, UIDGID: true})
+			return err
+		}))
+	}
+	// The conntrack match makes the namespace track connections.
+	e.run(e.rcv, "iptables", "-w", "-A", "OUTPUT", "-p", "udp", "-d", sndAddr, "-m", "conntrack", "--ctstate", "NEW,ESTABLISHED",
+		"-j", "NFQUEUE", "--queue-num", strconv.Itoa(queue))
+	ctx, cancel := context.WithCancel(e.ctx)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- q.Run(ctx, func(pkts []Packet, vs []Verdict) {
+			for i := range pkts {
+				p := &pkts[i]
+				got = append(got, seen{p.Hook, p.Meta.OutIface, p.Meta.Local, p.Meta.HasOwner, p.HasCTInfo, p.Meta.UID, p.CTInfo, len(p.CT)})
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-errc; q.Close() })
+	var c *net.UDPConn
+	must(t, e.rcv.Do(func() error {
+		var err error
+		// Unconnected: the port unreachable errors from snd are not reported.
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(rcvAddr), Port: 5353})
+		return err
+	}))
+	defer c.Close()
+	dst := &net.UDPAddr{IP: net.ParseIP(sndAddr), Port: 9}
+	for i := 0; i < n; i++ {
+		if _, err := c.WriteToUDP(make([]byte, udpPayLen), dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := eventually(10*time.Second, func() (bool, string) {
+		st := q.Stats()
+		return st.Packets == n, fmt.Sprintf("driver %+v", st)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	errc <- nil // for the cleanup
+	if len(got) != n {
+		t.Fatalf("%d packets seen, want %d", len(got), n)
+	}
+	for i, s := range got {
+		// enum ip_conntrack_info: IP_CT_NEW = 2.
+		if s.hook != packet.HookOutput || s.out != "r0" || !s.local || !s.owner || s.uid != 0 {
+			t.Errorf("packet %d: %+v", i, s)
+		}
+		if withCT && (!s.ctI || s.ctinfo != 2 || s.ctLen == 0) {
+			t.Errorf("packet %d conntrack: %+v", i, s)
+		}
+		if !withCT && (s.ctI || s.ctLen != 0) {
+			t.Errorf("packet %d has conntrack attributes without the flag: %+v", i, s)
+		}
+	}
+}

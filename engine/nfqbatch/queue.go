@@ -158,6 +158,9 @@ func Open(cfg Config) (*Queue, error) {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("nfqbatch: queue %d is bound by another process (see the peer_portid column of /proc/net/netfilter/nfnetlink_queue, then `ss -f netlink -p`): %w", cfg.Queue, err)
 		}
+		if errors.Is(err, unix.EOPNOTSUPP) && cfg.Conntrack {
+			return nil, fmt.Errorf("nfqbatch: bind queue %d: the conntrack flag needs a kernel with CONFIG_NETFILTER_NETLINK_GLUE_CT and nf_conntrack_netlink: %w", cfg.Queue, err)
+		}
 		return nil, fmt.Errorf("nfqbatch: bind queue %d: %w", cfg.Queue, err)
 	}
 	q.file = os.NewFile(uintptr(fd), fmt.Sprintf("nfqueue-%d", cfg.Queue))
