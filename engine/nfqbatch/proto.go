@@ -148,6 +148,9 @@ var ErrShort = errors.New("nfqbatch: short netlink message")
 type parser struct {
 	names map[uint32]string
 	now   time.Time // used when a message has no NFQA_TIMESTAMP
+	// truncated says the message was cut by the receive buffer: a payload
+	// attribute running past the end is then taken as far as it arrived.
+	truncated bool
 }
 
 // msgInfo is what parseMsg found in one netlink message.
@@ -206,6 +209,10 @@ func (ps *parser) parseMsg(msg []byte, p *Packet) (msgInfo, error) {
 	for len(b) >= nlaHdrLen {
 		al := int(binary.NativeEndian.Uint16(b))
 		at := binary.NativeEndian.Uint16(b[2:]) & nlaTypeMask
+		if ps.truncated && at == attrPayload && al > len(b) {
+			p.L3 = b[nlaHdrLen:]
+			break
+		}
 		if al < nlaHdrLen || al > len(b) {
 			return info, fmt.Errorf("%w: attribute %d length %d with %d bytes left", ErrShort, at, al, len(b))
 		}

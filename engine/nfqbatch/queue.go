@@ -426,6 +426,7 @@ func (q *Queue) process(n int, h Handler) error {
 			}
 			b = rest
 			p := &q.pkts[k]
+			q.ps.truncated = truncated
 			info, err := q.ps.parseMsg(msg, p)
 			if info.kind == nlmsgError && info.errno != 0 {
 				nlerrs++
