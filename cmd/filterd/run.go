@@ -49,6 +49,7 @@ type runFlags struct {
 	ftpPorts      string
 	drainTimeout  time.Duration
 	shadow        bool
+	pprof         bool
 }
 
 func (o *runFlags) register(fs *flag.FlagSet) {
@@ -75,6 +76,7 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (RELATED data connections)")
 	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
 	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare every packet's conntrack state with the kernel's own and count (metric) and log the differences; with --install the NFQUEUE rules enable the kernel's conntrack")
+	fs.BoolVar(&o.pprof, "pprof", false, "with --metrics: also serve Go's /debug/pprof profiles there")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
 }
 
