@@ -36,7 +36,7 @@ func (t *Table) Range(f func(Entry) bool) {
 		for _, head := range s.buckets {
 			for idx := head; idx != 0; {
 				e := s.at(idx - 1)
-				idx = e.next
+				idx = s.lnk(idx - 1).next
 				buf = append(buf, e.snapshot(now))
 			}
 		}
@@ -240,7 +240,7 @@ func (t *Table) Get(k Key) (Entry, bool) {
 	defer s.mu.Unlock()
 	for idx := s.buckets[b]; idx != 0; {
 		e := s.at(idx - 1)
-		idx = e.next
+		idx = s.lnk(idx - 1).next
 		if e.key == k || (hasInv && e.key == kinv) {
 			if e.expires <= now {
 				return Entry{}, false
