@@ -87,6 +87,7 @@ type nfqRunner struct {
 	q          *NFQueue
 	num        uint16
 	nf         *nfqueue.Nfqueue
+	send       func(id uint32, verdict int) error // nf.SetVerdict (a stub in benchmarks)
 	w          *Worker
 	stats      QueueStats
 	ifnames    map[uint32]ifInfo
@@ -168,6 +169,7 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 		q:       q,
 		num:     num,
 		nf:      nf,
+		send:    nf.SetVerdict,
 		w:       q.eng.NewWorker(),
 		ifnames: make(map[uint32]ifInfo),
 		rej:     make([]byte, 0, 1500),
@@ -336,7 +338,7 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 }
 
 func (r *nfqRunner) verdict(id uint32, v int) {
-	if err := r.nf.SetVerdict(id, v); err != nil {
+	if err := r.send(id, v); err != nil {
 		r.stats.VerdictErrors.Add(1)
 		now := time.Now()
 		if now.Sub(r.lastErr) >= time.Second {
