@@ -527,3 +527,40 @@ func lastLine(s string) string {
 	}
 	return s
 }
+
+// TestKernelRunENOBUFS gives filterd a tiny netlink receive buffer and
+// floods it: the kernel reports ENOBUFS (and counts user drops); filterd
+// counts it, keeps reading and keeps verdicting.
+func TestKernelRunENOBUFS(t *testing.T) {
+	l := newLab(t)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
+	l.httpServer(www)
+	d := l.startFilterd(rulesPath(t, "server-state.rules"), "--rcvbuf", "4096", "--metrics", "127.0.0.1:9467", "--log", "none")
+	defer d.stop()
+	flood := l.start(l.attacker, "hping3", "-q", "--udp", "-p", "161", "-c", "20000", "-i", "u20", serverIP)
+	select {
+	case <-flood.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("hping3 did not finish")
+	}
+	m, err := run(l.server, 5*time.Second, "curl", "-sS", "http://127.0.0.1:9467/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enobufs := metric(t, m, "filterd_queue_enobufs_total")
+	userDropped := metric(t, m, "filterd_queue_user_dropped_total")
+	t.Logf("ENOBUFS %v, kernel user_dropped %v, accepted %v", enobufs, userDropped, metric(t, m, "filterd_packets_total", `verdict="ACCEPT"`))
+	if enobufs == 0 || userDropped == 0 {
+		t.Errorf("no overrun seen (ENOBUFS %v, user_dropped %v): the test did not overload the socket", enobufs, userDropped)
+	}
+	if d.exited() {
+		t.Fatalf("filterd died:\n%s", d.out.String())
+	}
+	if out, err := curl(l, l.client, "http://"+serverIP+"/", 5); err != nil || out != "ok\n" {
+		t.Errorf("after the overrun: curl %v %q", err, out)
+	}
+	if !strings.Contains(d.out.String(), "ENOBUFS") {
+		t.Errorf("the overrun was not logged:\n%s", d.out.String())
+	}
+}

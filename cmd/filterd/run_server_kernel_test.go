@@ -105,6 +105,9 @@ func TestKernelRunServerRules(t *testing.T) {
 					t.Errorf("client 198.18.1.2 to port 22: %v after %v, want connected", r, took)
 				}
 			}
+			if out, err := run(l.client, 10*time.Second, "nc", "-vz", "-w", "3", serverIP, "22"); err != nil || !strings.Contains(out, "succeeded") {
+				t.Errorf("nc -z from 198.18.1.2 to port 22: %v\n%s", err, out)
+			}
 			// An unlisted port: REJECT at once (refused, not a timeout).
 			r, took := dial(t, l.attacker, serverIP+":8081", 3*time.Second)
 			if r != dialRefused || took > time.Second {
