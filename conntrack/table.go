@@ -49,7 +49,7 @@ const (
 )
 
 const (
-	chunkBits = 10
+	chunkBits = 8
 	chunkSize = 1 << chunkBits
 	// earlyDropRange is NF_CT_EVICTION_RANGE: buckets sampled by early drop.
 	earlyDropRange = 8
