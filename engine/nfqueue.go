@@ -3,11 +3,13 @@ package engine
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -98,6 +100,9 @@ type nfqRunner struct {
 	lastErr    time.Time
 	portID     uint32
 	lastShadow time.Time
+	frags      map[nfqFragKey][]heldFrag
+	nheld      int
+	fragSweep  time.Time
 }
 
 // ErrQueueBound is wrapped by OpenNFQueue's error when another process
@@ -315,11 +320,26 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		nfv = nfqueue.NfDrop
 		r.reject(data, v)
 	case Held:
-		// A fragment kept for reassembly: the kernel reassembles before
-		// INPUT (and before conntrack's hooks when nf_defrag is loaded),
-		// so this is rare; let it pass and judge the whole datagram.
+		// A fragment kept for reassembly (the kernel reassembles before
+		// INPUT, so this is FORWARD without the kernel's defrag): its
+		// verdict waits for the whole datagram's. NFQUEUE takes verdicts
+		// in any order.
+		if key, ok := nfqFragKeyOf(data); ok {
+			r.holdFrag(key, id, len(data), start)
+			return 0
+		}
 	}
 	r.verdict(id, nfv)
+	if len(r.frags) > 0 {
+		if key, ok := nfqFragKeyOf(data); ok {
+			// The last fragment (or one defrag refused): the held ones
+			// share its verdict.
+			r.releaseFrags(key, nfv)
+		}
+		if start.After(r.fragSweep) {
+			r.expireFrags(start)
+		}
+	}
 	act := v.Action
 	if int(act) >= len(r.stats.Packets) {
 		act = Drop
@@ -366,6 +386,106 @@ func (r *nfqRunner) reject(data []byte, v Verdict) {
 		return
 	}
 	r.stats.RejectSent.Add(1)
+}
+
+// nfqFragKey identifies the datagram a fragment belongs to, as the kernel's
+// reassembly does: addresses, identification and (IPv4) protocol.
+type nfqFragKey struct {
+	src, dst netip.Addr
+	id       uint32
+	proto    uint8
+}
+
+type heldFrag struct {
+	id  uint32
+	len int
+	at  time.Time
+}
+
+// nfqFragKeyOf returns the reassembly key of an IPv4 or IPv6 fragment; ok is
+// false for a whole packet.
+func nfqFragKeyOf(b []byte) (nfqFragKey, bool) {
+	if len(b) >= 20 && b[0]>>4 == 4 {
+		if binary.BigEndian.Uint16(b[6:8])&0x3fff == 0 { // no MF, offset 0
+			return nfqFragKey{}, false
+		}
+		return nfqFragKey{src: netip.AddrFrom4([4]byte(b[12:16])), dst: netip.AddrFrom4([4]byte(b[16:20])),
+			id: uint32(binary.BigEndian.Uint16(b[4:6])), proto: b[9]}, true
+	}
+	if len(b) < 40 || b[0]>>4 != 6 {
+		return nfqFragKey{}, false
+	}
+	next, off := b[6], 40
+	for i := 0; i < 8; i++ {
+		switch next {
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			if len(b) < off+8 {
+				return nfqFragKey{}, false
+			}
+			next, off = b[off], off+8+int(b[off+1])*8
+		case 44: // fragment header
+			if len(b) < off+8 {
+				return nfqFragKey{}, false
+			}
+			return nfqFragKey{src: netip.AddrFrom16([16]byte(b[8:24])), dst: netip.AddrFrom16([16]byte(b[24:40])),
+				id: binary.BigEndian.Uint32(b[off+4 : off+8])}, true
+		default:
+			return nfqFragKey{}, false
+		}
+	}
+	return nfqFragKey{}, false
+}
+
+// maxHeldFrags bounds the fragments waiting for their datagram's verdict
+// (the kernel queue holds them meanwhile); beyond it new fragments are
+// dropped at once.
+const maxHeldFrags = 1024
+
+func (r *nfqRunner) holdFrag(k nfqFragKey, id uint32, n int, now time.Time) {
+	if r.frags == nil {
+		r.frags = make(map[nfqFragKey][]heldFrag)
+	}
+	if r.nheld >= maxHeldFrags {
+		r.verdict(id, nfqueue.NfDrop)
+		r.stats.Packets[Drop].Add(1)
+		r.stats.Bytes[Drop].Add(uint64(n))
+		return
+	}
+	if len(r.frags) == 0 {
+		r.fragSweep = now.Add(time.Second)
+	}
+	r.frags[k] = append(r.frags[k], heldFrag{id: id, len: n, at: now})
+	r.nheld++
+}
+
+// releaseFrags gives the held fragments of k the verdict v.
+func (r *nfqRunner) releaseFrags(k nfqFragKey, v int) {
+	held, ok := r.frags[k]
+	if !ok {
+		return
+	}
+	delete(r.frags, k)
+	act := Accept
+	if v == nfqueue.NfDrop {
+		act = Drop
+	}
+	for _, f := range held {
+		r.verdict(f.id, v)
+		r.stats.Packets[act].Add(1)
+		r.stats.Bytes[act].Add(uint64(f.len))
+	}
+	r.nheld -= len(held)
+}
+
+// expireFrags drops the fragments of datagrams that did not complete within
+// the reassembly timeout (ipfrag_time), as the kernel does.
+func (r *nfqRunner) expireFrags(now time.Time) {
+	r.fragSweep = now.Add(time.Second)
+	for k, held := range r.frags {
+		if now.Sub(held[0].at) > DefaultFragTimeout {
+			r.releaseFrags(k, nfqueue.NfDrop)
+		}
+	}
 }
 
 // KernelCTState maps the kernel's enum ip_conntrack_info (NFQA_CT_INFO) to

@@ -95,7 +95,7 @@ COMMIT
 	}
 }
 
-func compileForBench(b *testing.B, text string) *ruleset.Compiled {
+func compileForBench(b testing.TB, text string) *ruleset.Compiled {
 	f, diags := ruleset.Load("bench.rules", []byte(text), ruleset.LoadOptions{Family: packet.IPv4})
 	if diags.HasErrors() {
 		b.Fatalf("load: %v", diags)
@@ -119,4 +119,105 @@ func udpPacketForBench() []byte {
 	binary.BigEndian.PutUint16(b[22:], 161)
 	binary.BigEndian.PutUint16(b[24:], uint16(len(b)-20))
 	return b
+}
+
+// fragmentUDP returns an IPv4 UDP datagram to dport with n payload bytes
+// cut into fragments of at most mtu bytes.
+func fragmentUDP(dport uint16, n, mtu int, ipid uint16) [][]byte {
+	l4 := make([]byte, 8+n)
+	binary.BigEndian.PutUint16(l4[0:], 40000)
+	binary.BigEndian.PutUint16(l4[2:], dport)
+	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+	ph := append([]byte{198, 18, 1, 2, 198, 18, 1, 1, 0, 17, byte(len(l4) >> 8), byte(len(l4))}, l4...)
+	binary.BigEndian.PutUint16(l4[6:], Checksum(0, ph))
+	var out [][]byte
+	step := (mtu - 20) &^ 7
+	for off := 0; off < len(l4); off += step {
+		end := min(off+step, len(l4))
+		h := []byte{0x45, 0, 0, 0, byte(ipid >> 8), byte(ipid), 0, 0, 64, 17, 0, 0, 198, 18, 1, 2, 198, 18, 1, 1}
+		binary.BigEndian.PutUint16(h[2:], uint16(20+end-off))
+		fo := uint16(off / 8)
+		if end < len(l4) {
+			fo |= 0x2000 // MF
+		}
+		binary.BigEndian.PutUint16(h[6:], fo)
+		binary.BigEndian.PutUint16(h[10:], Checksum(0, h))
+		out = append(out, append(h, l4[off:end]...))
+	}
+	return out
+}
+
+// TestNFQueueFragments: fragments held for reassembly get their verdict
+// with the whole datagram's (accept or drop), and incomplete ones are
+// dropped after the reassembly timeout.
+func TestNFQueueFragments(t *testing.T) {
+	rules := compileForBench(t, `*filter
+:FORWARD DROP [0:0]
+-A FORWARD -p udp --dport 161 -j ACCEPT
+COMMIT
+`)
+	eng, err := New(Config{Rules: Rules{V4: rules}, Conntrack: conntrack.New(conntrack.Config{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &NFQueue{eng: eng, cfg: NFQueueConfig{IfaceTTL: time.Hour, Logger: slog.New(slog.DiscardHandler)}}
+	verdicts := map[uint32]int{}
+	var order []uint32
+	r := &nfqRunner{q: q, w: eng.NewWorker(), ifnames: map[uint32]ifInfo{}, log: q.cfg.Logger,
+		send: func(id uint32, v int) error {
+			if _, dup := verdicts[id]; dup {
+				t.Errorf("packet %d verdicted twice", id)
+			}
+			verdicts[id] = v
+			order = append(order, id)
+			return nil
+		}}
+	next := uint32(0)
+	feed := func(pkts [][]byte) []uint32 {
+		var ids []uint32
+		for _, p := range pkts {
+			next++
+			id, hook := next, uint8(packet.HookForward)
+			pp := p
+			r.handle(nfqueue.Attribute{PacketID: &id, Hook: &hook, Payload: &pp})
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	for _, c := range []struct {
+		dport uint16
+		want  int
+	}{{161, nfqueue.NfAccept}, {9999, nfqueue.NfDrop}} {
+		frags := fragmentUDP(c.dport, 3000, 1500, uint16(c.dport))
+		if len(frags) != 3 {
+			t.Fatalf("%d fragments", len(frags))
+		}
+		ids := feed(frags[:2])
+		for _, id := range ids {
+			if _, ok := verdicts[id]; ok {
+				t.Fatalf("dport %d: fragment %d verdicted before its datagram was complete", c.dport, id)
+			}
+		}
+		ids = append(ids, feed(frags[2:])...)
+		for _, id := range ids {
+			if v, ok := verdicts[id]; !ok || v != c.want {
+				t.Errorf("dport %d: fragment %d verdict %d (given %v), want %d", c.dport, id, v, ok, c.want)
+			}
+		}
+	}
+	// An incomplete datagram: dropped after ipfrag_time.
+	ids := feed(fragmentUDP(161, 3000, 1500, 7)[:1])
+	if _, ok := verdicts[ids[0]]; ok {
+		t.Fatal("lone fragment verdicted at once")
+	}
+	r.expireFrags(time.Now().Add(DefaultFragTimeout + time.Second))
+	if v, ok := verdicts[ids[0]]; !ok || v != nfqueue.NfDrop {
+		t.Errorf("expired fragment: verdict %d (given %v), want drop", v, ok)
+	}
+	if r.nheld != 0 || len(r.frags) != 0 {
+		t.Errorf("%d fragments still held", r.nheld)
+	}
+	if len(order) != int(next) {
+		t.Errorf("%d verdicts for %d packets", len(order), next)
+	}
 }
