@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -65,6 +66,7 @@ type QueueStats struct {
 	Packets        [4]atomic.Uint64 // by Action
 	Bytes          [4]atomic.Uint64
 	VerdictErrors  atomic.Uint64 // verdicts the kernel did not take
+	Panics         atomic.Uint64 // packets whose processing panicked (verdicted anyway)
 	ENOBUFS        atomic.Uint64 // receive overruns: the kernel dropped messages for us
 	RecvErrors     atomic.Uint64 // other receive errors
 	RejectSent     atomic.Uint64 // REJECT replies sent
@@ -276,6 +278,12 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	}
 	start := time.Now()
 	data := *a.Payload
+	verdicted := false
+	defer func() {
+		if e := recover(); e != nil {
+			r.panicked(id, verdicted, e, start)
+		}
+	}()
 	meta := packet.Meta{Time: start}
 	if a.Hook != nil && *a.Hook < uint8(packet.NumHooks) {
 		meta.Hook = packet.Hook(*a.Hook)
@@ -330,6 +338,7 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		}
 	}
 	r.verdict(id, nfv)
+	verdicted = true
 	if len(r.frags) > 0 {
 		if key, ok := nfqFragKeyOf(data); ok {
 			// The last fragment (or one defrag refused): the held ones
@@ -355,6 +364,26 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	}
 	r.stats.Latency[i].Add(1)
 	return 0
+}
+
+// panicked keeps a bug in the engine from killing the daemon (and with it,
+// without --queue-bypass, the host's traffic): the packet still gets its one
+// verdict (drop, or accept with FailOpen), the panic is counted and logged
+// with its stack at most once a second.
+func (r *nfqRunner) panicked(id uint32, verdicted bool, e any, now time.Time) {
+	r.stats.Panics.Add(1)
+	if !verdicted {
+		v := nfqueue.NfDrop
+		if r.q.cfg.FailOpen {
+			v = nfqueue.NfAccept
+		}
+		r.verdict(id, v)
+	}
+	if now.Sub(r.lastErr) >= time.Second {
+		r.lastErr = now
+		r.log.Error("nfqueue: panic while processing a packet; verdicted and carrying on",
+			"panic", fmt.Sprint(e), "stack", string(debug.Stack()), "total", r.stats.Panics.Load())
+	}
 }
 
 func (r *nfqRunner) verdict(id uint32, v int) {

@@ -221,3 +221,32 @@ COMMIT
 		t.Errorf("%d verdicts for %d packets", len(order), next)
 	}
 }
+
+// TestNFQueuePanic: a panic while processing a packet (here from a LOG
+// callback) still gives the packet exactly one verdict and is counted.
+func TestNFQueuePanic(t *testing.T) {
+	f, diags := ruleset.Load("panic.rules", []byte("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j LOG\nCOMMIT\n"), ruleset.LoadOptions{Family: packet.IPv4})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	c, err := ruleset.Compile(f.Filter, ruleset.CompileOptions{Log: func(*ruleset.Rule, *packet.Packet) { panic("boom") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := New(Config{Rules: Rules{V4: c}, Conntrack: conntrack.New(conntrack.Config{})})
+	for _, failOpen := range []bool{false, true} {
+		q := &NFQueue{eng: eng, cfg: NFQueueConfig{IfaceTTL: time.Hour, FailOpen: failOpen, Logger: slog.New(slog.DiscardHandler)}}
+		var got []int
+		r := &nfqRunner{q: q, w: eng.NewWorker(), ifnames: map[uint32]ifInfo{}, log: q.cfg.Logger,
+			send: func(_ uint32, v int) error { got = append(got, v); return nil }}
+		id, hook, pkt := uint32(1), uint8(packet.HookInput), udpPacketForBench()
+		r.handle(nfqueue.Attribute{PacketID: &id, Hook: &hook, Payload: &pkt})
+		want := nfqueue.NfDrop
+		if failOpen {
+			want = nfqueue.NfAccept
+		}
+		if len(got) != 1 || got[0] != want || r.stats.Panics.Load() != 1 {
+			t.Errorf("failOpen=%v: verdicts %v, panics %d; want one %d and one panic", failOpen, got, r.stats.Panics.Load(), want)
+		}
+	}
+}

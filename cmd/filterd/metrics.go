@@ -37,6 +37,9 @@ type metricsCollector struct {
 	shadowDiffers           *prometheus.Desc
 	logLines, logSuppressed *prometheus.Desc
 	reloads, reloadFailures *prometheus.Desc
+	hashlimitBuckets        *prometheus.Desc
+	recentEntries           *prometheus.Desc
+	panics                  *prometheus.Desc
 }
 
 func newMetricsCollector(d *daemon) *metricsCollector {
@@ -44,28 +47,31 @@ func newMetricsCollector(d *daemon) *metricsCollector {
 		return prometheus.NewDesc("filterd_"+name, help, labels, nil)
 	}
 	return &metricsCollector{
-		d:              d,
-		packets:        n("packets_total", "Packets verdicted, by queue and verdict.", "queue", "verdict"),
-		bytes:          n("bytes_total", "L3 bytes verdicted, by queue and verdict.", "queue", "verdict"),
-		rulePackets:    n("rule_packets_total", "Packets matched per rule (iptables -L -v -x counters; reset by a reload).", "family", "chain", "rule", "target"),
-		ruleBytes:      n("rule_bytes_total", "Bytes matched per rule.", "family", "chain", "rule", "target"),
-		policyPackets:  n("policy_packets_total", "Packets decided by a built-in chain's policy.", "family", "chain", "policy"),
-		ctEntries:      n("conntrack_entries", "Conntrack entries by protocol and state.", "state"),
-		ctTableFull:    n("conntrack_table_full_drops_total", "New flows dropped because the conntrack table was full."),
-		ctInvalid:      n("conntrack_invalid_total", "Packets conntrack found INVALID."),
-		ctMax:          n("conntrack_max", "Conntrack table capacity."),
-		qDropped:       n("queue_dropped_total", "Packets the kernel dropped because the queue was full (nfnetlink_queue queue_dropped).", "queue"),
-		qUserDropped:   n("queue_user_dropped_total", "Packets the kernel could not deliver to filterd's socket (nfnetlink_queue user_dropped).", "queue"),
-		qWaiting:       n("queue_waiting", "Packets waiting in the kernel for a verdict.", "queue"),
-		enobufs:        n("queue_enobufs_total", "Receive buffer overruns (ENOBUFS) seen by filterd.", "queue"),
-		verdictErrs:    n("queue_verdict_errors_total", "Verdicts the kernel refused.", "queue"),
-		rejects:        n("reject_replies_total", "REJECT replies sent.", "queue"),
-		rejectsLimited: n("reject_replies_suppressed_total", "REJECT replies not sent (kernel rules: ICMP rate limit, no reply to errors, RSTs).", "queue"),
-		latency:        n("verdict_latency_seconds", "Time from receiving a packet to sending its verdict.", "queue"),
-		logLines:       n("log_lines_total", "Packets that hit a LOG rule."),
-		logSuppressed:  n("log_lines_suppressed_total", "LOG lines dropped by the rate limit."),
-		reloads:        n("reloads_total", "Successful rule reloads."),
-		reloadFailures: n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
+		d:                d,
+		packets:          n("packets_total", "Packets verdicted, by queue and verdict.", "queue", "verdict"),
+		bytes:            n("bytes_total", "L3 bytes verdicted, by queue and verdict.", "queue", "verdict"),
+		rulePackets:      n("rule_packets_total", "Packets matched per rule (iptables -L -v -x counters; reset by a reload).", "family", "chain", "rule", "target"),
+		ruleBytes:        n("rule_bytes_total", "Bytes matched per rule.", "family", "chain", "rule", "target"),
+		policyPackets:    n("policy_packets_total", "Packets decided by a built-in chain's policy.", "family", "chain", "policy"),
+		ctEntries:        n("conntrack_entries", "Conntrack entries by protocol and state.", "state"),
+		ctTableFull:      n("conntrack_table_full_drops_total", "New flows dropped because the conntrack table was full."),
+		ctInvalid:        n("conntrack_invalid_total", "Packets conntrack found INVALID."),
+		ctMax:            n("conntrack_max", "Conntrack table capacity."),
+		qDropped:         n("queue_dropped_total", "Packets the kernel dropped because the queue was full (nfnetlink_queue queue_dropped).", "queue"),
+		qUserDropped:     n("queue_user_dropped_total", "Packets the kernel could not deliver to filterd's socket (nfnetlink_queue user_dropped).", "queue"),
+		qWaiting:         n("queue_waiting", "Packets waiting in the kernel for a verdict.", "queue"),
+		enobufs:          n("queue_enobufs_total", "Receive buffer overruns (ENOBUFS) seen by filterd.", "queue"),
+		verdictErrs:      n("queue_verdict_errors_total", "Verdicts the kernel refused.", "queue"),
+		rejects:          n("reject_replies_total", "REJECT replies sent.", "queue"),
+		rejectsLimited:   n("reject_replies_suppressed_total", "REJECT replies not sent (kernel rules: ICMP rate limit, no reply to errors, RSTs).", "queue"),
+		latency:          n("verdict_latency_seconds", "Time from receiving a packet to sending its verdict.", "queue"),
+		logLines:         n("log_lines_total", "Packets that hit a LOG rule."),
+		logSuppressed:    n("log_lines_suppressed_total", "LOG lines dropped by the rate limit."),
+		hashlimitBuckets: n("hashlimit_buckets", "Buckets (tracked keys) in each -m hashlimit table (/proc/net/ipt_hashlimit/NAME lines).", "family", "name"),
+		recentEntries:    n("recent_entries", "Addresses in each -m recent list.", "family", "name"),
+		panics:           n("queue_panics_total", "Packets whose processing panicked (verdicted, logged).", "queue"),
+		reloads:          n("reloads_total", "Successful rule reloads."),
+		reloadFailures:   n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
 	}
 }
 
@@ -89,6 +95,7 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(m.enobufs, s.ENOBUFS.Load(), q)
 		counter(m.verdictErrs, s.VerdictErrors.Load(), q)
+		counter(m.panics, s.Panics.Load(), q)
 		counter(m.rejects, s.RejectSent.Load(), q)
 		counter(m.rejectsLimited, s.RejectLimited.Load(), q)
 		if d.o.shadow {
@@ -128,6 +135,29 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		t := x.c.Snapshot()
+		seenH, seenR := map[string]bool{}, map[string]bool{}
+		for _, chn := range t.Chains {
+			for _, r := range chn.Rules {
+				for _, mt := range r.Matches {
+					switch mt := mt.(type) {
+					case *ruleset.HashlimitMatch:
+						if !seenH[mt.Name] {
+							seenH[mt.Name] = true
+							if n := x.c.State().HashlimitLen(mt.Name); n >= 0 {
+								gauge(m.hashlimitBuckets, float64(n), x.fam, mt.Name)
+							}
+						}
+					case *ruleset.RecentMatch:
+						if !seenR[mt.Name] {
+							seenR[mt.Name] = true
+							if n := x.c.State().RecentLen(mt.Name); n >= 0 {
+								gauge(m.recentEntries, float64(n), x.fam, mt.Name)
+							}
+						}
+					}
+				}
+			}
+		}
 		for _, chn := range t.Chains {
 			if chn.Builtin {
 				counter(m.policyPackets, chn.Counters.Packets, x.fam, chn.Name, chn.Policy.String())

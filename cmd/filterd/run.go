@@ -355,6 +355,12 @@ func (d *daemon) reload(ctx context.Context) error {
 		return fmt.Errorf("%s%s: not loaded (exit status %d)", d.o.rules, map[bool]string{true: ", " + d.o.rules6, false: ""}[d.o.rules6 != ""], code)
 	}
 	d.eng.SetRules(next)
+	// Forget hashlimit tables and recent lists the new rules no longer use.
+	for _, c := range []*ruleset.Compiled{next.V4, next.V6} {
+		if c != nil {
+			c.State().Prune(c)
+		}
+	}
 	d.reloads.Add(1)
 	return nil
 }

@@ -226,6 +226,9 @@ func TestKernelRunSYNFlood(t *testing.T) {
 	if n := metric(t, m, "filterd_packets_total", `verdict="DROP"`); n < float64(limited) {
 		t.Errorf("filterd_packets_total{verdict=DROP} = %v, want >= %d", n, limited)
 	}
+	if n := metric(t, m, "filterd_hashlimit_buckets", `name="syn-per-src"`); n < sources {
+		t.Errorf("filterd_hashlimit_buckets{syn-per-src} = %v, want >= %d (one per flooding source)", n, sources)
+	}
 	if n := metric(t, m, "filterd_rule_packets_total", `chain="FWALL-INPUT"`, `target="DROP"`); n < float64(limited) {
 		t.Errorf("filterd_rule_packets_total DROP = %v, want >= %d", n, limited)
 	}
