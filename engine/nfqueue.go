@@ -44,6 +44,9 @@ type NFQueueConfig struct {
 	Rejecter *Rejecter
 	// Logger receives operational messages.
 	Logger *slog.Logger
+	// Local are the host's addresses as prefixes (198.18.1.1/24): their
+	// subnet broadcast addresses make a packet's type broadcast.
+	Local []netip.Prefix
 	// Shadow asks the kernel for its own conntrack state of every packet
 	// (NFQA_CFG_F_CONNTRACK) and counts the packets where filterd's state
 	// differs (QueueStats.Shadow*), logging them at most once a second.
@@ -306,10 +309,11 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		copy(meta.SrcMAC[:], *a.HwAddr)
 		meta.HasMAC = true
 		// The Ethernet header LOG prints as MAC=: NFQUEUE hands over only
-		// the source address and EtherType; the destination of a packet
-		// delivered to this host is the input interface's own address.
+		// the source address and EtherType; the destination follows from
+		// the IP destination (broadcast, multicast) or is the input
+		// interface's own address.
 		if in.ether && a.HwProtocol != nil {
-			copy(r.l2[0:6], in.mac[:])
+			meta.PktType = r.pktType(data, r.l2[0:6], in.mac)
 			copy(r.l2[6:12], meta.SrcMAC[:])
 			r.l2[12], r.l2[13] = byte(*a.HwProtocol>>8), byte(*a.HwProtocol)
 			meta.L2 = r.l2[:]
@@ -415,6 +419,47 @@ func (r *nfqRunner) reject(data []byte, v Verdict) {
 		return
 	}
 	r.stats.RejectSent.Add(1)
+}
+
+// pktType infers the link-layer packet type (-m pkttype) of an incoming
+// packet from its IP destination, as the sender's Ethernet destination
+// would say: the limited broadcast or a subnet broadcast of Local is
+// broadcast (ff:ff:ff:ff:ff:ff), IPv4 and IPv6 multicast are multicast
+// (01:00:5e:… and 33:33:…), the rest unicast to the interface's own
+// address. It writes that destination MAC into dst.
+func (r *nfqRunner) pktType(b []byte, dst []byte, own [6]byte) packet.PktType {
+	copy(dst, own[:])
+	switch {
+	case len(b) >= 20 && b[0]>>4 == 4:
+		a := netip.AddrFrom4([4]byte(b[16:20]))
+		if a.IsMulticast() {
+			copy(dst, []byte{0x01, 0x00, 0x5e, b[17] & 0x7f, b[18], b[19]})
+			return packet.PktMulticast
+		}
+		if a == broadcast4 || r.isSubnetBroadcast(a) {
+			copy(dst, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			return packet.PktBroadcast
+		}
+	case len(b) >= 40 && b[0]>>4 == 6:
+		if b[24] == 0xff {
+			copy(dst, []byte{0x33, 0x33, b[36], b[37], b[38], b[39]})
+			return packet.PktMulticast
+		}
+	}
+	return packet.PktUnicast
+}
+
+func (r *nfqRunner) isSubnetBroadcast(a netip.Addr) bool {
+	for _, p := range r.q.cfg.Local {
+		if !p.Addr().Is4() || p.Bits() >= 31 || !p.Contains(a) {
+			continue
+		}
+		v := binary.BigEndian.Uint32(a.AsSlice())
+		if host := uint32(1)<<(32-p.Bits()) - 1; v&host == host {
+			return true
+		}
+	}
+	return false
 }
 
 // nfqFragKey identifies the datagram a fragment belongs to, as the kernel's

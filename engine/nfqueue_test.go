@@ -3,6 +3,8 @@ package engine
 import (
 	"encoding/binary"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +249,44 @@ func TestNFQueuePanic(t *testing.T) {
 		}
 		if len(got) != 1 || got[0] != want || r.stats.Panics.Load() != 1 {
 			t.Errorf("failOpen=%v: verdicts %v, panics %d; want one %d and one panic", failOpen, got, r.stats.Panics.Load(), want)
+		}
+	}
+}
+
+func TestNFQueuePktType(t *testing.T) {
+	q := &NFQueue{cfg: NFQueueConfig{Local: []netip.Prefix{netip.MustParsePrefix("198.18.1.1/24")}}}
+	r := &nfqRunner{q: q}
+	own := [6]byte{2, 0, 0, 0, 0, 1}
+	v4 := func(dst string) []byte {
+		b := make([]byte, 20)
+		b[0] = 0x45
+		copy(b[16:], netip.MustParseAddr(dst).AsSlice())
+		return b
+	}
+	v6 := func(dst string) []byte {
+		b := make([]byte, 40)
+		b[0] = 0x60
+		copy(b[24:], netip.MustParseAddr(dst).AsSlice())
+		return b
+	}
+	for _, c := range []struct {
+		pkt  []byte
+		want packet.PktType
+		mac  string
+	}{
+		{v4("198.18.1.1"), packet.PktUnicast, "02:00:00:00:00:01"},
+		{v4("255.255.255.255"), packet.PktBroadcast, "ff:ff:ff:ff:ff:ff"},
+		{v4("198.18.1.255"), packet.PktBroadcast, "ff:ff:ff:ff:ff:ff"},
+		{v4("198.18.2.255"), packet.PktUnicast, "02:00:00:00:00:01"},
+		{v4("224.0.0.251"), packet.PktMulticast, "01:00:5e:00:00:fb"},
+		{v4("239.129.2.3"), packet.PktMulticast, "01:00:5e:01:02:03"},
+		{v6("ff02::1:ff00:2"), packet.PktMulticast, "33:33:ff:00:00:02"},
+		{v6("fd00:198:18:1::1"), packet.PktUnicast, "02:00:00:00:00:01"},
+	} {
+		var dst [6]byte
+		got := r.pktType(c.pkt, dst[:], own)
+		if mac := net.HardwareAddr(dst[:]).String(); got != c.want || mac != c.mac {
+			t.Errorf("%x: %v %s, want %v %s", c.pkt[16:], got, mac, c.want, c.mac)
 		}
 	}
 }

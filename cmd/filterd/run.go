@@ -232,6 +232,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		ReadBuffer:  o.rcvbuf,
 		FailOpen:    o.failOpen,
 		Shadow:      o.shadow,
+		Local:       local,
 		Rejecter:    rej,
 		Logger:      log,
 	})
