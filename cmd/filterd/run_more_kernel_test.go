@@ -185,8 +185,13 @@ func TestKernelRunSYNFlood(t *testing.T) {
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
 	l.httpServer(www)
-	d := l.startFilterd(rulesPath(t, "server-invalid-hashlimit.rules"), "--metrics", "127.0.0.1:9467")
+	// Two queues (--queue-balance 0:1): flows spread over two workers that
+	// share the conntrack table and the hashlimit buckets.
+	d := l.startFilterd(rulesPath(t, "server-invalid-hashlimit.rules"), "--metrics", "127.0.0.1:9467", "--queues", "0-1")
 	defer d.stop()
+	if out, err := run(l.server, 10*time.Second, "iptables", "-S", "INPUT"); err != nil || !strings.Contains(out, "--queue-balance 0:1") {
+		t.Fatalf("no --queue-balance 0:1 rule: %v\n%s", err, out)
+	}
 
 	// 8 spoofed sources, 300 SYNs each at 1000/s: far above 20/s burst 40.
 	const sources, perSource = 8, 300
@@ -222,6 +227,11 @@ func TestKernelRunSYNFlood(t *testing.T) {
 	m, err := run(l.server, 5*time.Second, "curl", "-sS", "http://127.0.0.1:9467/metrics")
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, q := range []string{`queue="0"`, `queue="1"`} {
+		if n := metric(t, m, "filterd_packets_total", q); n == 0 {
+			t.Errorf("no packets verdicted by %s: the flows were not spread", q)
+		}
 	}
 	if n := metric(t, m, "filterd_packets_total", `verdict="DROP"`); n < float64(limited) {
 		t.Errorf("filterd_packets_total{verdict=DROP} = %v, want >= %d", n, limited)
