@@ -33,8 +33,16 @@ type Config struct {
 	// for a single address). When it is non-empty the engine picks each
 	// packet's hook itself, as the kernel's routing would: to a local address
 	// INPUT, from one OUTPUT, both (loopback) OUTPUT then INPUT, else FORWARD.
-	// When it is empty the hook and interfaces come with the packet (NFQUEUE).
+	// When it is empty the hook and interfaces come with the packet (NFQUEUE),
+	// unless Route is set.
 	Local []netip.Prefix
+	// Route makes the engine pick hooks as a router would even when Local
+	// is empty: every packet is then forwarded (pcap replay sets it). A
+	// non-empty Local implies it. Forwarded packets are judged as the
+	// kernel's ip_forward / ip6_forward pass them to the FORWARD hook: with
+	// the TTL / hop limit already decremented, and not at all when it would
+	// run out.
+	Route bool
 	// InIface is the interface packets arrive on when the engine picks the
 	// hook (default "eth0"), and the one OUTPUT packets leave by.
 	InIface string
@@ -61,6 +69,9 @@ type Engine struct {
 func New(cfg Config) (*Engine, error) {
 	if cfg.Conntrack == nil {
 		return nil, errors.New("engine: a conntrack table is required")
+	}
+	if len(cfg.Local) > 0 {
+		cfg.Route = true
 	}
 	if cfg.InIface == "" {
 		cfg.InIface = "eth0"
@@ -133,11 +144,11 @@ type Reason uint8
 
 // Reasons.
 const (
-	ReasonRules     Reason = iota // a rule or chain policy decided
-	ReasonMalformed               // the IP header was unusable: the kernel's IP layer drops it before netfilter
-	ReasonTableFull               // conntrack table full and nothing evictable (the kernel drops it)
-	ReasonFragment                // fragment held or dropped by reassembly
-	ReasonTTLExpired              // forwarded with TTL/hop limit <= 1: ip_forward drops it before FORWARD
+	ReasonRules      Reason = iota // a rule or chain policy decided
+	ReasonMalformed                // the IP header was unusable: the kernel's IP layer drops it before netfilter
+	ReasonTableFull                // conntrack table full and nothing evictable (the kernel drops it)
+	ReasonFragment                 // fragment held or dropped by reassembly
+	ReasonTTLExpired               // forwarded with TTL/hop limit <= 1: ip_forward drops it before FORWARD
 )
 
 // Verdict is the engine's decision for one packet.
@@ -220,7 +231,7 @@ func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 func (w *Worker) decide(p *packet.Packet) Verdict {
 	e := w.e
 	hooks := [2]packet.Hook{p.Hook, packet.NumHooks}
-	if len(e.cfg.Local) > 0 {
+	if e.cfg.Route {
 		srcLocal, dstLocal := e.isLocal(p.Src), e.isLocal(p.Dst)
 		switch {
 		case srcLocal && dstLocal:
@@ -242,21 +253,26 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 		ref.Drop()
 		return v
 	}
-	if hooks[0] == packet.HookForward && len(e.cfg.Local) > 0 && p.TTL <= 1 {
-		// The kernel's ip_forward / ip6_forward drop a packet whose TTL or
-		// hop limit runs out (and answer Time Exceeded) after PREROUTING's
-		// conntrack saw it and before the FORWARD hook: no FORWARD rule or
-		// policy counts it, and its conntrack entry is never confirmed.
-		v.Action, v.Reason = Drop, ReasonTTLExpired
-		ref.Drop()
-		return v
+	if hooks[0] == packet.HookForward && e.cfg.Route {
+		if p.TTL <= 1 {
+			// The kernel's ip_forward / ip6_forward drop a packet whose TTL or
+			// hop limit runs out (and answer Time Exceeded) after PREROUTING's
+			// conntrack saw it and before the FORWARD hook: no FORWARD rule or
+			// policy counts it, and its conntrack entry is never confirmed.
+			v.Action, v.Reason = Drop, ReasonTTLExpired
+			ref.Drop()
+			return v
+		}
+		// They decrement it before the FORWARD hook: -m ttl, -m hl and LOG
+		// there see the decremented value.
+		p.TTL--
 	}
 	rules := e.rules.Load().forFamily(p.Family)
 	for _, h := range hooks {
 		if h == packet.NumHooks {
 			break
 		}
-		if len(e.cfg.Local) > 0 {
+		if e.cfg.Route {
 			e.setIfaces(p, h, hooks[1] != packet.NumHooks)
 		}
 		p.Hook = h

@@ -94,3 +94,79 @@ func TestEngineForwardTTLExpired(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineRouteForwardTTL: with Route (pcap replay) and no local address
+// every packet is forwarded, and the FORWARD chain sees the TTL / hop limit
+// already decremented, as after the kernel's ip_forward / ip6_forward
+// (checked against the kernel with bench/cmd/parity: a TTL-64 packet
+// matches -m ttl --ttl-eq 63 in FORWARD). Without Route and Local the hook
+// comes with the packet (NFQUEUE) and the TTL is left as it is.
+func TestEngineRouteForwardTTL(t *testing.T) {
+	tests := []struct {
+		name  string
+		fam   packet.Family
+		rules string
+		pkt   []byte // TTL / hop limit 64 / 63 as built
+		route bool
+		local string
+		hook  packet.Hook // given with the packet
+		want  [3]uint64   // packets of FORWARD rules 1-3
+	}{
+		{"v4 route, no local", packet.IPv4,
+			"-A FORWARD -m ttl --ttl-eq 64\n-A FORWARD -m ttl --ttl-eq 63\n-A FORWARD -m ttl --ttl-lt 63\n",
+			udp4(t, []byte("x")), true, "", packet.HookPreRouting, [3]uint64{0, 1, 0}},
+		{"v4 route, other local", packet.IPv4,
+			"-A FORWARD -m ttl --ttl-eq 64\n-A FORWARD -m ttl --ttl-eq 63\n-A FORWARD -m ttl --ttl-lt 63\n",
+			udp4(t, []byte("x")), false, "198.18.9.9/32", packet.HookPreRouting, [3]uint64{0, 1, 0}},
+		{"v6 route", packet.IPv6,
+			"-A FORWARD -m hl --hl-eq 63\n-A FORWARD -m hl --hl-eq 62\n-A FORWARD -m hl --hl-lt 62\n",
+			udp6(t, []byte("x")), true, "", packet.HookPreRouting, [3]uint64{0, 1, 0}},
+		{"v4 nfqueue: hook and TTL as given", packet.IPv4,
+			"-A FORWARD -m ttl --ttl-eq 64\n-A FORWARD -m ttl --ttl-eq 63\n-A FORWARD -m ttl --ttl-lt 63\n",
+			udp4(t, []byte("x")), false, "", packet.HookForward, [3]uint64{1, 0, 0}},
+		{"v4 nfqueue at INPUT: FORWARD not traversed", packet.IPv4,
+			"-A FORWARD -m ttl --ttl-eq 64\n-A FORWARD -m ttl --ttl-eq 63\n-A FORWARD -m ttl --ttl-lt 63\n",
+			udp4(t, []byte("x")), false, "", packet.HookInput, [3]uint64{0, 0, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, diags := ruleset.Load("ttl.rules", []byte("*filter\n:FORWARD DROP [0:0]\n"+tt.rules+"COMMIT\n"), ruleset.LoadOptions{Family: tt.fam})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			c, err := ruleset.Compile(f.Filter, ruleset.CompileOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := Rules{V4: c}
+			if tt.fam == packet.IPv6 {
+				rs = Rules{V6: c}
+			}
+			cfg := Config{Rules: rs, Conntrack: conntrack.New(conntrack.Config{HashSeed: 1}), Route: tt.route}
+			if tt.local != "" {
+				cfg.Local = []netip.Prefix{netip.MustParsePrefix(tt.local)}
+			}
+			e, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := packet.Meta{Time: time.Unix(1000, 0), Hook: tt.hook}
+			if tt.hook == packet.HookForward {
+				meta.InIface, meta.OutIface = "eth0", "eth1"
+			}
+			v := e.NewWorker().Process(tt.pkt, meta)
+			fwd := c.Snapshot().Chain("FORWARD")
+			var got [3]uint64
+			for i := range got {
+				got[i] = fwd.Rules[i].Counters.Packets
+			}
+			if got != tt.want {
+				t.Errorf("FORWARD rules counted %v, want %v (verdict %v, hook %v)", got, tt.want, v.Action, v.Hook)
+			}
+			wantDrop := tt.hook != packet.HookInput // FORWARD policy DROP
+			if (v.Action == Drop) != wantDrop {
+				t.Errorf("verdict %v, want drop %v", v.Action, wantDrop)
+			}
+		})
+	}
+}

@@ -205,7 +205,7 @@ func ReplayFilterd(ctx context.Context, cfg kernelreplay.Config, res *kernelrepl
 		}
 	}
 	eng, err := engine.New(engine.Config{
-		Rules: rules, Conntrack: conntrack.New(ctCfg), Local: local,
+		Rules: rules, Conntrack: conntrack.New(ctCfg), Local: local, Route: true,
 		InIface: kernelreplay.RouterIn, FwdOutIface: kernelreplay.RouterOut,
 	})
 	if err != nil {

@@ -140,7 +140,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		rules.V6 = c
 	}
-	eng, err := engine.New(engine.Config{Rules: rules, Conntrack: ct, Local: local, InIface: o.inIface, FwdOutIface: o.fwdOutIface})
+	eng, err := engine.New(engine.Config{Rules: rules, Conntrack: ct, Local: local, Route: true, InIface: o.inIface, FwdOutIface: o.fwdOutIface})
 	if err != nil {
 		fmt.Fprintf(stderr, "filterd replay: %v\n", err)
 		return exitFailure
