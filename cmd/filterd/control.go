@@ -79,6 +79,24 @@ func (d *daemon) serveControl(path string) (func(), error) {
 			ruleset.List(w, x.c.Snapshot(), lo)
 		}
 	})
+	mux.HandleFunc("GET /shadow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		s := d.shadow()
+		if s.Runs == 0 {
+			io.WriteString(w, "no comparison yet (filterd run --shadow compares every --shadow-interval)\n")
+			return
+		}
+		fmt.Fprintf(w, "comparison %d at %s\n", s.Runs, s.At.UTC().Format(time.RFC3339Nano))
+		if s.Err != nil {
+			fmt.Fprintf(w, "error: %v\n", s.Err)
+			return
+		}
+		fmt.Fprintf(w, "kernel %d filterd %d same %d differ %d\n", s.Cmp.Kernel, s.Cmp.Filterd, s.Cmp.Same, len(s.Cmp.Diffs))
+		for _, df := range s.Cmp.Diffs {
+			fmt.Fprintf(w, "differs: proto=%d src=%s dst=%s sport=%d dport=%d kernel=%q filterd=%q\n",
+				df.Key.Proto, df.Key.Src, df.Key.Dst, df.Key.SrcPort, df.Key.DstPort, df.Kernel, df.Filterd)
+		}
+	})
 	stop := serveHTTP(d, ln, mux)
 	return func() {
 		stop()

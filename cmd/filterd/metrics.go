@@ -35,6 +35,7 @@ type metricsCollector struct {
 	latency                 *prometheus.Desc
 	shadowCompared          *prometheus.Desc
 	shadowDiffers           *prometheus.Desc
+	shadowFlows             *prometheus.Desc
 	logLines, logSuppressed *prometheus.Desc
 	reloads, reloadFailures *prometheus.Desc
 	hashlimitBuckets        *prometheus.Desc
@@ -180,6 +181,12 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.logLines, d.logw.Lines())
 	if d.loglim != nil {
 		counter(m.logSuppressed, d.loglim.Suppressed())
+	}
+	if d.o.shadow {
+		if s := d.shadow(); s.Runs > 0 && s.Err == nil {
+			gauge(m.shadowFlows, float64(s.Cmp.Same), "same")
+			gauge(m.shadowFlows, float64(len(s.Cmp.Diffs)), "differ")
+		}
 	}
 	counter(m.reloads, d.reloads.Load())
 	counter(m.reloadFailures, d.failed.Load())

@@ -49,6 +49,7 @@ type runFlags struct {
 	ftpPorts      string
 	drainTimeout  time.Duration
 	shadow        bool
+	shadowEvery   time.Duration
 	pprof         bool
 }
 
@@ -75,7 +76,8 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
 	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (RELATED data connections)")
 	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
-	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare every packet's conntrack state with the kernel's own and count (metric) and log the differences; with --install the NFQUEUE rules enable the kernel's conntrack")
+	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare filterd's conntrack with the kernel's own, per packet where the kernel can say (CONFIG_NETFILTER_NETLINK_GLUE_CT) and flow by flow over ctnetlink every --shadow-interval; differences are counted (metrics) and logged; with --install the NFQUEUE rules turn the kernel's conntrack on")
+	fs.DurationVar(&o.shadowEvery, "shadow-interval", 10*time.Second, "with --shadow: how often to compare the flow tables")
 	fs.BoolVar(&o.pprof, "pprof", false, "with --metrics: also serve Go's /debug/pprof profiles there")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
 }
@@ -108,18 +110,20 @@ func parseQueues(s string) ([]uint16, error) {
 
 // daemon is one running filterd.
 type daemon struct {
-	o       runFlags
-	copts   ruleset.CompileOptions
-	eng     *engine.Engine
-	ct      *conntrack.Table
-	nfq     *engine.NFQueue
-	logw    *engine.LogWriter
-	loglim  *engine.RateLimitedWriter
-	log     *slog.Logger
-	stderr  io.Writer
-	reloads atomic.Uint64
-	failed  atomic.Uint64
-	mu      sync.Mutex // serialises reloads
+	o          runFlags
+	copts      ruleset.CompileOptions
+	eng        *engine.Engine
+	ct         *conntrack.Table
+	nfq        *engine.NFQueue
+	logw       *engine.LogWriter
+	loglim     *engine.RateLimitedWriter
+	log        *slog.Logger
+	stderr     io.Writer
+	reloads    atomic.Uint64
+	failed     atomic.Uint64
+	shadowMu   sync.Mutex
+	shadowLast shadowResult
+	mu         sync.Mutex // serialises reloads
 }
 
 func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -226,7 +230,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	} else {
 		defer rej.Close()
 	}
-	d.nfq, err = engine.OpenNFQueue(d.eng, engine.NFQueueConfig{
+	qcfg := engine.NFQueueConfig{
 		Queues:      queues,
 		MaxQueueLen: uint32(o.maxQueueLen),
 		ReadBuffer:  o.rcvbuf,
@@ -235,7 +239,13 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Local:       local,
 		Rejecter:    rej,
 		Logger:      log,
-	})
+	}
+	d.nfq, err = engine.OpenNFQueue(d.eng, qcfg)
+	if o.shadow && errors.Is(err, engine.ErrShadowUnsupported) {
+		log.Warn("shadow: the kernel cannot report conntrack state per packet; comparing flow tables only", "err", err)
+		qcfg.Shadow = false
+		d.nfq, err = engine.OpenNFQueue(d.eng, qcfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "filterd run: %v\n", err)
 		return exitFailure
@@ -271,6 +281,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 	}
 
+	if o.shadow {
+		stop := d.runShadow(o.shadowEvery)
+		servers = append(servers, stop)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -460,4 +474,62 @@ func iptables(ctx context.Context, cmd string, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("%s %s: %w: %s", cmd, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return out, nil
+}
+
+// shadowResult is the last flow-table comparison with the kernel.
+type shadowResult struct {
+	At   time.Time
+	Err  error
+	Cmp  engine.FlowComparison
+	Runs uint64
+}
+
+// runShadow compares filterd's conntrack table with the kernel's every
+// interval until the returned function is called.
+func (d *daemon) runShadow(every time.Duration) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			flows, err := engine.DumpKernelConntrack()
+			var cmp engine.FlowComparison
+			if err == nil {
+				cmp = engine.CompareFlows(flows, d.ct)
+			}
+			d.shadowMu.Lock()
+			d.shadowLast = shadowResult{At: time.Now(), Err: err, Cmp: cmp, Runs: d.shadowLast.Runs + 1}
+			d.shadowMu.Unlock()
+			if err != nil {
+				d.log.Error("shadow: reading the kernel's conntrack table", "err", err)
+				continue
+			}
+			for i, df := range cmp.Diffs {
+				if i == 10 {
+					d.log.Warn("shadow: more flows differ", "total", len(cmp.Diffs))
+					break
+				}
+				d.log.Warn("shadow: flow differs from the kernel's", "proto", df.Key.Proto, "src", df.Key.Src.String(),
+					"sport", df.Key.SrcPort, "dst", df.Key.Dst.String(), "dport", df.Key.DstPort, "kernel", df.Kernel, "filterd", df.Filterd)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// shadow returns the last flow comparison.
+func (d *daemon) shadow() shadowResult {
+	d.shadowMu.Lock()
+	defer d.shadowMu.Unlock()
+	return d.shadowLast
 }
