@@ -458,6 +458,32 @@ func TestKernelRunShadow(t *testing.T) {
 	if m[3] == "0" || m[4] != "0" {
 		t.Errorf("filterd's conntrack and the kernel's disagree (or nothing was compared):\n%s", report)
 	}
+	// Then a SYN flood from spoofed sources (half-open flows, SYN-ACKs to
+	// nowhere, the hashlimit-free state rules): the tables still agree.
+	var floods []*proc
+	for i := 0; i < 4; i++ {
+		floods = append(floods, l.start(l.attacker, "hping3", "-q", "-S", "-p", "22", "-a", fmt.Sprintf("198.18.1.%d", 110+i),
+			"-c", "50", "-i", "u1000", serverIP))
+	}
+	for _, f := range floods {
+		<-f.done
+	}
+	floodDone := time.Now()
+	waitFor(t, 10*time.Second, "a comparison after the flood", func() bool {
+		report = d.control("/shadow")
+		m := regexp.MustCompile(`comparison \d+ at (\S+)`).FindStringSubmatch(report)
+		if m == nil {
+			return false
+		}
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		return err == nil && at.After(floodDone.Add(50*time.Millisecond))
+	})
+	m = regexp.MustCompile(`kernel (\d+) filterd (\d+) same (\d+) differ (\d+)`).FindStringSubmatch(report)
+	t.Logf("after the flood: %s", m[0])
+	if m[4] != "0" || m[3] == "0" {
+		lines := strings.SplitN(report, "\n", 20)
+		t.Errorf("after the SYN flood the tables disagree:\n%s", strings.Join(lines, "\n"))
+	}
 	if kernelHasGlueCT() {
 		// Per-packet comparison too: nothing may differ.
 		if strings.Contains(d.out.String(), "shadow: conntrack state differs") {
