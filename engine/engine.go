@@ -284,6 +284,12 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 		if v.Result.Verdict != ruleset.VerdictAccept {
 			break
 		}
+		if h == packet.HookOutput && hooks[1] == packet.HookInput {
+			// Loopback: the kernel confirms the entry in POSTROUTING, before
+			// the packet comes back in on lo; a drop in INPUT leaves it.
+			ref.Confirm(p)
+			ref = conntrack.Ref{}
+		}
 	}
 	switch v.Result.Verdict {
 	case ruleset.VerdictAccept:

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
 	"github.com/filterd/filterd/conntrack"
 	"github.com/filterd/filterd/packet"
 	"github.com/filterd/filterd/ruleset"
@@ -166,6 +169,62 @@ func TestEngineRouteForwardTTL(t *testing.T) {
 			wantDrop := tt.hook != packet.HookInput // FORWARD policy DROP
 			if (v.Action == Drop) != wantDrop {
 				t.Errorf("verdict %v, want drop %v", v.Action, wantDrop)
+			}
+		})
+	}
+}
+
+// TestEngineLoopbackConfirmedBeforeInput: a packet from one local address to
+// another goes OUTPUT, POSTROUTING (where the kernel confirms its conntrack
+// entry), then INPUT on lo. When INPUT drops it, the entry stays, so the
+// reply is ESTABLISHED (found with bench/cmd/parity on the gopacket loopback
+// capture). A packet from outside that INPUT drops leaves no entry.
+func TestEngineLoopbackConfirmedBeforeInput(t *testing.T) {
+	const rules = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\n-A INPUT -m conntrack --ctstate NEW -j DROP\nCOMMIT\n"
+	reply := func() []byte {
+		ip := v4(layers.IPProtocolUDP)
+		ip.SrcIP, ip.DstIP = tDst4, tSrc4
+		u := &layers.UDP{SrcPort: 7777, DstPort: 40000}
+		u.SetNetworkLayerForChecksum(ip)
+		return serialize(t, ip, u, gopacket.Payload([]byte("y")))
+	}()
+	for _, tt := range []struct {
+		name        string
+		local       []string
+		wantEntries int
+		wantReply   packet.CTState
+	}{
+		{"loopback", []string{"198.18.1.2/32", "198.18.2.2/32"}, 1, packet.CTEstablished},
+		{"from outside", []string{"198.18.2.2/32"}, 0, packet.CTNew},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, diags := ruleset.Load("lo.rules", []byte(rules), ruleset.LoadOptions{})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			c, err := ruleset.Compile(f.Filter, ruleset.CompileOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ct := conntrack.New(conntrack.Config{HashSeed: 1})
+			var local []netip.Prefix
+			for _, l := range tt.local {
+				local = append(local, netip.MustParsePrefix(l))
+			}
+			e, err := New(Config{Rules: Rules{V4: c}, Conntrack: ct, Local: local})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := e.NewWorker()
+			if v := w.Process(udp4(t, []byte("x")), packet.Meta{Time: time.Unix(1000, 0)}); v.Action != Drop || v.Hook != packet.HookInput {
+				t.Fatalf("first packet: %v at %v, want DROP at INPUT", v.Action, v.Hook)
+			}
+			if n := ct.Len(); n != tt.wantEntries {
+				t.Errorf("conntrack holds %d entries after the INPUT drop, want %d", n, tt.wantEntries)
+			}
+			w.Process(reply, packet.Meta{Time: time.Unix(1001, 0)})
+			if got := w.Packet().CTState; got != tt.wantReply {
+				t.Errorf("reply is %v, want %v", got, tt.wantReply)
 			}
 		})
 	}
