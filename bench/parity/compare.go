@@ -181,6 +181,11 @@ func ReplayFilterd(ctx context.Context, cfg kernelreplay.Config, res *kernelrepl
 	}
 	logw := engine.NewLogWriter(nil) // LOG rules only count
 	copts := ruleset.CompileOptions{Log: logw.Log, LocalPrefixes: local}
+	if len(local) == 0 {
+		// The router holds no replayed address, only its loopback ones
+		// (for -m addrtype LOCAL).
+		copts.LocalAddr = netip.Addr.IsLoopback
+	}
 	var rules engine.Rules
 	for _, x := range []struct {
 		text string

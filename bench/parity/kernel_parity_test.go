@@ -478,15 +478,24 @@ var corpusExcluded = map[string]string{
 		"before the filter table; filterd implements the filter table only",
 }
 
-var corpusPcaps = []string{
-	"captured_http_ipv4_get.pcap", "captured_tcp_invalid_injected.pcap", "captured_udp_echo_icmp_port_unreachable.pcap",
-	"captured_icmp_ping_ttl_exceeded_host_unreach.pcap", "zeek_wikipedia_browse.pcap",
+// corpusPcaps are the captures each corpus file is compared on, with the
+// protected host (as parityLocal; forward: no local address, every packet
+// is forwarded).
+var corpusPcaps = []struct {
+	pcap    string
+	forward bool
+}{
+	{pcap: "captured_http_ipv4_get.pcap"}, {pcap: "captured_tcp_invalid_injected.pcap"},
+	{pcap: "captured_udp_echo_icmp_port_unreachable.pcap"}, {pcap: "captured_icmp_ping_ttl_exceeded_host_unreach.pcap"},
+	{pcap: "zeek_wikipedia_browse.pcap"}, {pcap: "gopacket_loopback_null_ipv6_http.pcap"},
+	{pcap: "captured_ipv6_http_session.pcap", forward: true}, {pcap: "captured_tcp_halfclose_keepalive_abort.pcapng", forward: true},
 }
 
 // TestKernelParityCorpus compares the kernel and filterd on real-world rules
 // files (../shared/rules-corpus, read at test time) with a few captures
-// each, at a fixed rate: counters of the filter table and per-packet
-// verdicts must agree (the rate-limited rules within timingExplains).
+// each (and two with every packet forwarded), at a fixed rate: counters of
+// the filter table and per-packet verdicts must agree (the rate-limited
+// rules within timingExplains).
 func TestKernelParityCorpus(t *testing.T) {
 	needKernel(t)
 	if _, err := os.Stat(corpusDir); err != nil {
@@ -502,16 +511,27 @@ func TestKernelParityCorpus(t *testing.T) {
 			t.Logf("left out %s, a known divergence: %s", file, why)
 			continue
 		}
-		for _, pcap := range corpusPcaps {
-			t.Run(file+"/"+pcap, func(t *testing.T) {
+		for _, pc := range corpusPcaps {
+			name := pc.pcap
+			if pc.forward {
+				name += "/forward"
+			}
+			t.Run(file+"/"+name, func(t *testing.T) {
 				t.Parallel()
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				local, err := kernelreplay.ParseLocal("198.18.2.2,fd00:198:18:2::2,141.142.220.118")
+				l, ok := parityLocal[pc.pcap]
+				if !ok {
+					l = capturedLocal
+				}
+				if pc.forward {
+					l = ""
+				}
+				local, err := kernelreplay.ParseLocal(l)
 				if err != nil {
 					t.Fatal(err)
 				}
-				cfg := kernelreplay.Config{Pcap: filepath.Join(pcapDir, pcap), Local: local,
+				cfg := kernelreplay.Config{Pcap: filepath.Join(pcapDir, pc.pcap), Local: local,
 					Interval: parityInterval, OneIngress: true, Capture: true}
 				if strings.HasSuffix(file, ".rules6") {
 					cfg.Rules6 = string(b)
