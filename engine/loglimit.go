@@ -21,6 +21,7 @@ type RateLimitedWriter struct {
 	last       time.Time
 	suppressed atomic.Uint64
 	pending    uint64 // suppressed since the last line written
+	prepaid    int    // lines allowed by Allow, not yet written
 }
 
 // NewRateLimitedWriter returns a limiter writing to w; now is the clock
@@ -32,13 +33,23 @@ func NewRateLimitedWriter(w io.Writer, perSec float64, burst int, now func() tim
 	return &RateLimitedWriter{w: w, perSec: perSec, burst: float64(burst), tokens: float64(burst), now: now}
 }
 
-// Write writes b if the bucket has a token; otherwise it counts it as
-// suppressed. It never fails for suppression: the line is dropped on purpose.
-// After a run of suppressed lines, the next line written is preceded by a
-// note of how many were dropped.
-func (l *RateLimitedWriter) Write(b []byte) (int, error) {
+// Allow takes a token for a line about to be written and reports whether
+// there was one; if not, the line counts as suppressed. A caller that
+// checks before formatting a line (formatting is the costly part under a
+// flood) then writes it with Write, which does not take a second token.
+func (l *RateLimitedWriter) Allow() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !l.take() {
+		return false
+	}
+	l.prepaid++
+	return true
+}
+
+// take refills the bucket and takes a token, or counts a suppressed line.
+// l.mu is held.
+func (l *RateLimitedWriter) take() bool {
 	t := l.now()
 	if !l.last.IsZero() && t.After(l.last) {
 		l.tokens += t.Sub(l.last).Seconds() * l.perSec
@@ -52,9 +63,25 @@ func (l *RateLimitedWriter) Write(b []byte) (int, error) {
 	if l.tokens < 1 {
 		l.suppressed.Add(1)
 		l.pending++
-		return len(b), nil
+		return false
 	}
 	l.tokens--
+	return true
+}
+
+// Write writes b if a token was taken for it by Allow or the bucket has
+// one; otherwise it counts it as suppressed. It never fails for
+// suppression: the line is dropped on purpose. After a run of suppressed
+// lines, the next line written is preceded by a note of how many were
+// dropped.
+func (l *RateLimitedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.prepaid > 0 {
+		l.prepaid--
+	} else if !l.take() {
+		return len(b), nil
+	}
 	if l.pending > 0 {
 		var note [64]byte
 		n := append(note[:0], "filterd: LOG rate limit: "...)

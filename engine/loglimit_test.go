@@ -82,3 +82,29 @@ func TestICMPLimiter(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestRateLimitedWriterAllow: a line allowed by Allow (checked before it is
+// formatted) is written without taking a second token.
+func TestRateLimitedWriterAllow(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var buf bytes.Buffer
+	l := NewRateLimitedWriter(&buf, 1, 2, func() time.Time { return now })
+	written := 0
+	for i := 0; i < 5; i++ {
+		if l.Allow() {
+			l.Write([]byte("x\n"))
+			written++
+		}
+	}
+	if written != 2 || strings.Count(buf.String(), "x\n") != 2 || l.Suppressed() != 3 {
+		t.Fatalf("written %d, buffer %q, suppressed %d; want 2, 2 lines, 3", written, buf.String(), l.Suppressed())
+	}
+	now = now.Add(time.Second)
+	if !l.Allow() {
+		t.Fatal("no token after a second")
+	}
+	l.Write([]byte("y\n"))
+	if !strings.HasSuffix(buf.String(), "filterd: LOG rate limit: 3 lines suppressed\ny\n") {
+		t.Fatalf("buffer %q", buf.String())
+	}
+}

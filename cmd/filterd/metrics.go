@@ -178,7 +178,11 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.ctTableFull, st.Drop)
 	counter(m.ctInvalid, st.Invalid)
 	gauge(m.ctMax, float64(d.o.ctMax))
-	counter(m.logLines, d.logw.Lines())
+	if d.loglim != nil {
+		counter(m.logLines, d.logHits.Load())
+	} else {
+		counter(m.logLines, d.logw.Lines())
+	}
 	if d.loglim != nil {
 		counter(m.logSuppressed, d.loglim.Suppressed())
 	}

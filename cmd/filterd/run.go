@@ -121,6 +121,7 @@ type daemon struct {
 	stderr     io.Writer
 	reloads    atomic.Uint64
 	failed     atomic.Uint64
+	logHits    atomic.Uint64 // packets that hit a LOG rule (rate-limited target)
 	shadowMu   sync.Mutex
 	shadowLast shadowResult
 	mu         sync.Mutex // serialises reloads
@@ -212,7 +213,18 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		FTPHelper:    o.ftpHelper,
 		FTPPorts:     ports,
 	})
-	d.copts = ruleset.CompileOptions{Log: d.logw.Log, LocalPrefixes: local}
+	logFn := d.logw.Log
+	if d.loglim != nil {
+		// Ask the rate limit before formatting: under a flood most lines are
+		// suppressed and formatting them would only serialise the workers.
+		logFn = func(r *ruleset.Rule, p *packet.Packet) {
+			d.logHits.Add(1)
+			if d.loglim.Allow() {
+				d.logw.Log(r, p)
+			}
+		}
+	}
+	d.copts = ruleset.CompileOptions{Log: logFn, LocalPrefixes: local}
 	rules, code := d.load(ctx, engine.Rules{})
 	if code != exitOK {
 		return code

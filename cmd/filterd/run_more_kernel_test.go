@@ -626,3 +626,35 @@ func TestKernelRunENOBUFS(t *testing.T) {
 		t.Errorf("the overrun was not logged:\n%s", d.out.String())
 	}
 }
+
+// TestKernelRunLogRateLimit floods the LOG rules (UDP to a closed port hits
+// both LOG rules of server.rules, then REJECT): at most the burst and the
+// rate's worth of lines reach stderr, the rest are counted as suppressed.
+func TestKernelRunLogRateLimit(t *testing.T) {
+	l := newLab(t)
+	d := l.startFilterd(rulesPath(t, "server.rules"), "--log-rate", "10", "--log-burst", "20", "--metrics", "127.0.0.1:9467")
+	defer d.stop()
+	start := time.Now()
+	flood := l.start(l.attacker, "hping3", "-q", "--udp", "-s", "40000", "-p", "5555", "-c", "500", "-i", "u1000", serverIP) // source ports above the rules' 1023:2999
+	select {
+	case <-flood.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("hping3 did not finish")
+	}
+	elapsed := time.Since(start)
+	m, err := run(l.server, 5*time.Second, "curl", "-sS", "http://127.0.0.1:9467/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits := metric(t, m, "filterd_log_lines_total")
+	suppressed := metric(t, m, "filterd_log_lines_suppressed_total")
+	lines := strings.Count(d.out.String(), "DPT=5555")
+	maxLines := 20 + int(10*elapsed.Seconds()) + 1
+	t.Logf("%v LOG hits, %d lines written, %v suppressed in %v", hits, lines, suppressed, elapsed)
+	if hits < 900 || lines > maxLines || suppressed < hits-float64(maxLines) {
+		t.Errorf("LOG: %v hits, %d lines written (at most %d), %v suppressed", hits, lines, maxLines, suppressed)
+	}
+	if !strings.Contains(d.out.String(), "lines suppressed") && suppressed > 0 && lines > 20 {
+		t.Errorf("no note of suppressed lines:\n%s", lastLine(d.out.String()))
+	}
+}
