@@ -658,3 +658,47 @@ func TestKernelRunLogRateLimit(t *testing.T) {
 		t.Errorf("no note of suppressed lines:\n%s", lastLine(d.out.String()))
 	}
 }
+
+// ownerRules drop what user 12345 sends from the server (-m owner needs the
+// socket's UID, which filterd asks NFQUEUE for).
+const ownerRules = `*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -o eth0 -m owner --uid-owner 12345 -j LOG --log-prefix "OWNER-DROP: " --log-uid
+-A OUTPUT -o eth0 -m owner --uid-owner 12345 -j DROP
+COMMIT
+`
+
+// TestKernelRunOwner checks the OUTPUT hook's metadata: the same curl from
+// the server to the client works as root and is dropped as user 12345
+// (-m owner), and the LOG line names the output interface and the UID.
+func TestKernelRunOwner(t *testing.T) {
+	l := newLab(t)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "index.html"), []byte("client\n"), 0o644)
+	os.Chmod(www, 0o755)
+	l.start(l.client, "python3", "-m", "http.server", "--bind", clientIP, "--directory", www, "80")
+	waitFor(t, 15*time.Second, "http.server on the client", func() bool {
+		r, _ := dial(t, l.client, clientIP+":80", time.Second)
+		return r == dialOK
+	})
+	rules := filepath.Join(t.TempDir(), "owner.rules")
+	if err := os.WriteFile(rules, []byte(ownerRules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := l.startFilterd(rules)
+	defer d.stop()
+	if out, err := curl(l, l.server, "http://"+clientIP+"/index.html", 5); err != nil || out != "client\n" {
+		t.Fatalf("curl as root: %v %q", err, out)
+	}
+	out, err := run(l.server, 10*time.Second, "setpriv", "--reuid=12345", "--regid=12345", "--clear-groups",
+		"curl", "-sS", "--max-time", "2", "http://"+clientIP+"/index.html")
+	if err == nil {
+		t.Fatalf("curl as uid 12345 passed: %q", out)
+	}
+	logRE := regexp.MustCompile(`OWNER-DROP: IN= OUT=eth0 SRC=198\.18\.1\.1 DST=198\.18\.1\.2 .* SYN .*UID=12345 GID=12345`)
+	if !logRE.MatchString(d.out.String()) {
+		t.Errorf("no LOG line like %v:\n%s", logRE, d.out.String())
+	}
+}
