@@ -178,6 +178,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "filterd run: --ftp-ports: %v\n", err)
 		return exitBadInput
 	}
+	// SIGHUP is caught from the start: before the loop below reads it, a
+	// reload request waits instead of killing the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d := &daemon{o: o, log: log, stderr: stderr}
 
@@ -264,42 +269,48 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	stopQueues := func() { d.nfq.Stop(time.Second) }
 
+	// The listeners come up before any rule is installed: a bad address
+	// stops filterd before it has touched iptables.
+	var servers []func()
+	stopServers := func() {
+		for i := len(servers) - 1; i >= 0; i-- {
+			servers[i]()
+		}
+	}
+	if o.metrics != "" {
+		stop, err := d.serveMetrics(o.metrics)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd run: --metrics: %v\n", err)
+			stopQueues()
+			return exitFailure
+		}
+		servers = append(servers, stop)
+	}
+	if o.control != "" {
+		stop, err := d.serveControl(o.control)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd run: --control: %v\n", err)
+			stopServers()
+			stopQueues()
+			return exitFailure
+		}
+		servers = append(servers, stop)
+	}
+
 	var inst *installer
 	if o.install {
 		inst = newInstaller(queues, hooks, o.bypass, o.cpuFanout, o.shadow)
 		if err := inst.install(ctx); err != nil {
 			fmt.Fprintf(stderr, "filterd run: --install: %v\n", err)
 			inst.remove(context.Background())
+			stopServers()
 			stopQueues()
 			return exitFailure
 		}
 	}
-
-	var servers []func()
-	if o.metrics != "" {
-		stop, err := d.serveMetrics(o.metrics)
-		if err != nil {
-			fmt.Fprintf(stderr, "filterd run: --metrics: %v\n", err)
-		} else {
-			servers = append(servers, stop)
-		}
-	}
-	if o.control != "" {
-		stop, err := d.serveControl(o.control)
-		if err != nil {
-			fmt.Fprintf(stderr, "filterd run: --control: %v\n", err)
-		} else {
-			servers = append(servers, stop)
-		}
-	}
-
 	if o.shadow {
-		stop := d.runShadow(o.shadowEvery)
-		servers = append(servers, stop)
+		servers = append(servers, d.runShadow(o.shadowEvery))
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	log.Info("filterd: ready", "queues", o.queues, "rules", o.rules, "rules6", o.rules6, "install", o.install,
 		"bypass", o.bypass, "pid", os.Getpid())
 loop:
@@ -329,9 +340,7 @@ loop:
 	}
 	cancel()
 	stopQueues()
-	for _, stop := range servers {
-		stop()
-	}
+	stopServers()
 	log.Info("filterd: stopped", "packets", d.totalPackets())
 	return code
 }

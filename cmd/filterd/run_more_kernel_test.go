@@ -702,3 +702,17 @@ func TestKernelRunOwner(t *testing.T) {
 		t.Errorf("no LOG line like %v:\n%s", logRE, d.out.String())
 	}
 }
+
+// TestKernelRunBadListener: a metrics address that cannot be bound stops
+// filterd before it installs anything.
+func TestKernelRunBadListener(t *testing.T) {
+	l := newLab(t)
+	out, err := run(l.server, 15*time.Second, filterdBin, "run", "--rules", rulesPath(t, "server.rules"), "--queues", "0",
+		"--install", "--metrics", "198.18.9.9:9467")
+	if err == nil || !strings.Contains(out, "--metrics") {
+		t.Fatalf("unbindable --metrics address: %v\n%s", err, out)
+	}
+	if ipt, _ := run(l.server, 10*time.Second, "iptables", "-S"); strings.Contains(ipt, "NFQUEUE") {
+		t.Errorf("rules installed although filterd refused to start:\n%s", ipt)
+	}
+}
