@@ -44,7 +44,13 @@ func TestMain(m *testing.M) {
 			if err != nil {
 				goCmd = "/usr/local/go/bin/go"
 			}
-			out, err := exec.Command(goCmd, "build", "-o", bin, ".").CombinedOutput()
+			args := []string{"build", "-o", bin}
+			if raceEnabled {
+				// The daemon under real traffic is where races would show;
+				// one makes it exit with status 66, which the tests check.
+				args = append(args, "-race")
+			}
+			out, err := exec.Command(goCmd, append(args, ".")...).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "building filterd for the kernel tests: %v\n%s", err, out)
 				return 1
@@ -262,6 +268,9 @@ func (d *runningFilterd) stop() {
 	d.kill(syscall.SIGTERM)
 	if d.err != nil {
 		d.l.t.Errorf("filterd exit: %v\n%s", d.err, d.out.String())
+	}
+	if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+		d.l.t.Errorf("the race detector found a race in filterd:\n%s", d.out.String())
 	}
 }
 
