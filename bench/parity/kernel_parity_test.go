@@ -45,6 +45,9 @@ var paritySets = []paritySet{
 	{name: "article", rules: "server.rules", rules6: "server.rules6"},
 	{name: "state", rules: "server-state.rules", rules6: "server.rules6"},
 	{name: "invalid-hashlimit", rules: "server-invalid-hashlimit.rules", rules6: "server.rules6", timed: true},
+	// The article's rules at the SYN floods' own timing: its global SYN
+	// limit (5/s, burst 5) against the slow and the fast hping3 sources.
+	{name: "article-timed", rules: "server.rules", rules6: "server.rules6", timed: true},
 	// The same without the ban of 198.18.1.99, the fast hping3 source (85
 	// SYN/s): its SYNs reach the per-source hashlimit (above 20/s, burst 40)
 	// and the limit rule, so the rate-limited rules decide many packets.
@@ -57,6 +60,7 @@ var paritySets = []paritySet{
 // paritySetPcaps limits a rule set to some captures (all when absent).
 var paritySetPcaps = map[string][]string{
 	"hashlimit-unbanned": {"captured_synflood_hping3_slow_vs_fast.pcap", "captured_synflood_burst_200_spoofed_sources.pcap"},
+	"article-timed":      {"captured_synflood_hping3_slow_vs_fast.pcap", "captured_synflood_burst_200_spoofed_sources.pcap"},
 }
 
 // parityLocal is the protected host of each capture (addresses before the
