@@ -414,6 +414,9 @@ func printSummary(w io.Writer, s *engine.Summary, rules engine.Rules) {
 	}
 	if len(s.TopDropped) > 0 {
 		fmt.Fprintln(w, "\ntop dropped sources:")
+		if s.SourcesPruned > 0 {
+			fmt.Fprintf(w, "(approximate: %d lightly dropping sources were forgotten to bound memory)\n", s.SourcesPruned)
+		}
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "source\tdropped\toffered\tSYNs\t")
 		for _, t := range s.TopDropped {
