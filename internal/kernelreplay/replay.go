@@ -1098,12 +1098,19 @@ func packetKey(l3 []byte) string {
 }
 
 func l4Key(src, dst netip.Addr, proto uint8, l4 []byte) string {
-	k := make([]byte, 0, 56)
+	n := 16
+	if proto == unix.IPPROTO_ICMP || proto == unix.IPPROTO_ICMPV6 {
+		// An ICMP error's first 16 bytes hold little more than the quoted
+		// IP header's start: errors about different packets of one host
+		// look alike there. 64 bytes reach the quoted ports and sequence.
+		n = 64
+	}
+	k := make([]byte, 0, 40+1+4+n)
 	k = append(k, src.AsSlice()...)
 	k = append(k, dst.AsSlice()...)
 	k = append(k, proto)
 	k = binary.BigEndian.AppendUint32(k, uint32(len(l4)))
-	k = append(k, l4[:min(16, len(l4))]...)
+	k = append(k, l4[:min(n, len(l4))]...)
 	return string(k)
 }
 
