@@ -206,6 +206,9 @@ func checkParity(t *testing.T, cfg kernelreplay.Config) {
 		t.Fatal(err)
 	}
 	res := rep.Kernel
+	if len(res.Unrewritable) > 0 {
+		t.Errorf("IP packets left out of the comparison (could not be rewritten): %v", res.Unrewritable)
+	}
 	t.Logf("kernel+filterd %v (injection %v, filterd %v); sent %v; verdicts compared %d",
 		time.Since(start).Round(time.Millisecond), res.Duration.Round(time.Millisecond),
 		rep.FilterdTime.Round(time.Millisecond), res.Sent, rep.Compared)

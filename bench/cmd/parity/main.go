@@ -133,6 +133,9 @@ func printReport(w io.Writer, rep *parity.Report, verbose bool) {
 	for _, k := range []string{"net.netfilter.nf_conntrack_tcp_loose", "net.netfilter.nf_conntrack_tcp_be_liberal", "net.netfilter.nf_conntrack_checksum"} {
 		fmt.Fprintf(w, "# %s = %s (filterd set alike)\n", k, res.Sysctls[k])
 	}
+	if res.NonIP > 0 || len(res.Unrewritable) > 0 {
+		fmt.Fprintf(w, "# left out on both sides: %d non-IP frames, %d IP packets that could not be rewritten %v\n", res.NonIP, len(res.Unrewritable), res.Unrewritable)
+	}
 	if len(res.TTLExpired) > 0 {
 		fmt.Fprintf(w, "# FORWARD packets with TTL/hop limit <= 1 (dropped before FORWARD on both sides): %v\n", res.TTLExpired)
 	}
