@@ -125,6 +125,21 @@ func OpenNFQueue(eng *Engine, cfg NFQueueConfig) (*NFQueue, error) {
 	if len(cfg.Queues) == 0 {
 		return nil, errors.New("nfqueue: no queue given")
 	}
+	cfg.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &NFQueue{eng: eng, cfg: cfg, cancel: cancel}
+	for _, num := range cfg.Queues {
+		r, err := q.open(ctx, num)
+		if err != nil {
+			q.Stop(time.Second)
+			return nil, err
+		}
+		q.runners = append(q.runners, r)
+	}
+	return q, nil
+}
+
+func (cfg *NFQueueConfig) defaults() {
 	if cfg.MaxQueueLen == 0 {
 		cfg.MaxQueueLen = 4096
 	}
@@ -140,17 +155,20 @@ func OpenNFQueue(eng *Engine, cfg NFQueueConfig) (*NFQueue, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	q := &NFQueue{eng: eng, cfg: cfg, cancel: cancel}
-	for _, num := range cfg.Queues {
-		r, err := q.open(ctx, num)
-		if err != nil {
-			q.Stop(time.Second)
-			return nil, err
-		}
-		q.runners = append(q.runners, r)
+}
+
+// newRunner returns queue num's per-packet state (its socket not yet set).
+func (q *NFQueue) newRunner(num uint16) *nfqRunner {
+	r := &nfqRunner{
+		q:       q,
+		num:     num,
+		w:       q.eng.NewWorker(),
+		ifnames: make(map[uint32]ifInfo),
+		rej:     make([]byte, 0, 1500),
+		log:     q.cfg.Logger.With("queue", num),
 	}
-	return q, nil
+	r.stats.Queue = num
+	return r
 }
 
 func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
@@ -175,23 +193,14 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 	if err := setRcvBufForce(nf.Con, q.cfg.ReadBuffer); err != nil {
 		q.cfg.Logger.Warn("nfqueue: cannot enlarge the receive buffer", "queue", num, "err", err)
 	}
-	r := &nfqRunner{
-		q:       q,
-		num:     num,
-		nf:      nf,
-		send:    nf.SetVerdict,
-		w:       q.eng.NewWorker(),
-		ifnames: make(map[uint32]ifInfo),
-		rej:     make([]byte, 0, 1500),
-		log:     q.cfg.Logger.With("queue", num),
-	}
-	r.stats.Queue = num
+	r := q.newRunner(num)
+	r.nf = nf
+	r.send = nf.SetVerdict
 	r.portID = nf.Con.PID()
 	if err := nf.RegisterWithErrorFunc(ctx, r.handle, func(err error) int { return r.onError(ctx, err) }); err != nil {
 		nf.Close()
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("nfqueue %d: %w (%v); the owner's netlink port id (usually its PID) is the second column of queue %d's line in /proc/net/netfilter/nfnetlink_queue%s",
-				num, ErrQueueBound, err, num, ownerHint(num))
+			return nil, QueueBoundError(num, err)
 		}
 		if q.cfg.Shadow && errors.Is(err, unix.EOPNOTSUPP) {
 			return nil, fmt.Errorf("nfqueue %d: %w: this kernel cannot attach its conntrack state to queued packets (built without CONFIG_NETFILTER_NETLINK_GLUE_CT): %v", num, ErrShadowUnsupported, err)
@@ -199,6 +208,13 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 		return nil, fmt.Errorf("nfqueue %d: bind: %w", num, err)
 	}
 	return r, nil
+}
+
+// QueueBoundError is the error for queue num bound by another process (the
+// bind failed with err): it wraps ErrQueueBound and says how to find the owner.
+func QueueBoundError(num uint16, err error) error {
+	return fmt.Errorf("nfqueue %d: %w (%v); the owner's netlink port id (usually its PID) is the second column of queue %d's line in /proc/net/netfilter/nfnetlink_queue%s",
+		num, ErrQueueBound, err, num, ownerHint(num))
 }
 
 // ownerHint names the process holding queue num, when /proc says.
@@ -268,19 +284,110 @@ func (r *nfqRunner) onError(ctx context.Context, err error) int {
 	return 0
 }
 
-// handle verdicts one packet. Every packet with an id gets exactly one
-// verdict, whatever happens.
+// QueuedPacket is one packet a driver read from an NFQUEUE queue, as the
+// kernel's nfnetlink_queue attributes describe it. Payload (and HwAddr) are
+// views into the driver's buffers, read only during Handle.
+type QueuedPacket struct {
+	ID      uint32 // NFQA_PACKET_HDR packet id
+	Payload []byte // NFQA_PAYLOAD, the network-layer packet; nil when absent
+	// Hook is the netfilter hook that queued it (HasHook when known).
+	Hook    uint8
+	HasHook bool
+	// InDev, OutDev are the interface indexes (0 when none).
+	InDev, OutDev uint32
+	Mark          uint32
+	// UID, GID are the owning socket's (HasOwner when the kernel said).
+	UID, GID uint32
+	HasOwner bool
+	// HwAddr is the link-layer source address (nil when none), HwProtocol
+	// the EtherType (HasHwProtocol when known).
+	HwAddr        []byte
+	HwProtocol    uint16
+	HasHwProtocol bool
+	// CtInfo is the kernel's enum ip_conntrack_info (HasCtInfo when attached).
+	CtInfo    uint32
+	HasCtInfo bool
+}
+
+// QueueHandler is the per-packet logic shared by the NFQUEUE drivers: it
+// runs a queued packet through its own engine worker and sends its one
+// verdict (fragments held for reassembly later, with their datagram's),
+// sends REJECT replies, infers the packet type and MAC header for LOG,
+// compares with the kernel's conntrack state in shadow mode and keeps the
+// queue's QueueStats. One handler per queue; call it from one goroutine.
+type QueueHandler struct{ r *nfqRunner }
+
+// NewQueueHandler returns the handler of queue num. send delivers one
+// verdict (NF_DROP 0, NF_ACCEPT 1) for a packet id; it is called exactly
+// once per packet, for a held fragment after Handle has returned (from a
+// later Handle call).
+func NewQueueHandler(eng *Engine, cfg NFQueueConfig, num uint16, send func(id uint32, verdict int) error) *QueueHandler {
+	cfg.defaults()
+	q := &NFQueue{eng: eng, cfg: cfg}
+	r := q.newRunner(num)
+	r.send = send
+	return &QueueHandler{r: r}
+}
+
+// Handle verdicts one packet. Every packet gets exactly one verdict,
+// whatever happens (a panic in the engine is counted and the packet
+// dropped, or accepted with FailOpen).
+func (h *QueueHandler) Handle(p *QueuedPacket) { h.r.handlePacket(p) }
+
+// Stats returns the queue's counters (live values; read them atomically).
+func (h *QueueHandler) Stats() *QueueStats { return &h.r.stats }
+
+// Holding reports whether fragments are waiting for their datagram's
+// verdict (their verdicts will come from a later Handle call).
+func (h *QueueHandler) Holding() bool { return h.r.nheld > 0 }
+
+// handle adapts go-nfqueue's attributes.
 func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 	if a.PacketID == nil {
 		return 0
 	}
-	id := *a.PacketID
+	qp := QueuedPacket{ID: *a.PacketID}
+	if a.Payload != nil {
+		qp.Payload = *a.Payload
+	}
+	if a.Hook != nil {
+		qp.Hook, qp.HasHook = *a.Hook, true
+	}
+	if a.InDev != nil {
+		qp.InDev = *a.InDev
+	}
+	if a.OutDev != nil {
+		qp.OutDev = *a.OutDev
+	}
+	if a.Mark != nil {
+		qp.Mark = *a.Mark
+	}
+	if a.UID != nil && a.GID != nil {
+		qp.UID, qp.GID, qp.HasOwner = *a.UID, *a.GID, true
+	}
+	if a.HwAddr != nil {
+		qp.HwAddr = *a.HwAddr
+	}
+	if a.HwProtocol != nil {
+		qp.HwProtocol, qp.HasHwProtocol = *a.HwProtocol, true
+	}
+	if a.CtInfo != nil {
+		qp.CtInfo, qp.HasCtInfo = *a.CtInfo, true
+	}
+	r.handlePacket(&qp)
+	return 0
+}
+
+// handlePacket verdicts one packet. Every packet gets exactly one verdict,
+// whatever happens.
+func (r *nfqRunner) handlePacket(a *QueuedPacket) {
+	id := a.ID
 	if a.Payload == nil {
 		r.verdict(id, nfqueue.NfAccept)
-		return 0
+		return
 	}
 	start := time.Now()
-	data := *a.Payload
+	data := a.Payload
 	verdicted := false
 	defer func() {
 		if e := recover(); e != nil {
@@ -288,41 +395,43 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		}
 	}()
 	meta := packet.Meta{Time: start}
-	if a.Hook != nil && *a.Hook < uint8(packet.NumHooks) {
-		meta.Hook = packet.Hook(*a.Hook)
+	if a.HasHook && a.Hook < uint8(packet.NumHooks) {
+		meta.Hook = packet.Hook(a.Hook)
 	}
 	var in ifInfo
-	if a.InDev != nil {
-		in = r.iface(*a.InDev, start)
+	if a.InDev != 0 {
+		in = r.iface(a.InDev, start)
 		meta.InIface = in.name
 	}
-	if a.OutDev != nil {
-		meta.OutIface = r.iface(*a.OutDev, start).name
+	if a.OutDev != 0 {
+		meta.OutIface = r.iface(a.OutDev, start).name
 	}
-	if a.Mark != nil {
-		meta.Mark = *a.Mark
+	meta.Mark = a.Mark
+	if a.HasOwner {
+		meta.UID, meta.GID, meta.HasOwner = a.UID, a.GID, true
 	}
-	if a.UID != nil && a.GID != nil {
-		meta.UID, meta.GID, meta.HasOwner = *a.UID, *a.GID, true
-	}
-	if a.HwAddr != nil && len(*a.HwAddr) >= 6 {
-		copy(meta.SrcMAC[:], *a.HwAddr)
+	if len(a.HwAddr) >= 6 {
+		copy(meta.SrcMAC[:], a.HwAddr)
 		meta.HasMAC = true
 		// The Ethernet header LOG prints as MAC=: NFQUEUE hands over only
 		// the source address and EtherType; the destination follows from
 		// the IP destination (broadcast, multicast) or is the input
 		// interface's own address.
-		if in.ether && a.HwProtocol != nil {
+		if in.ether && a.HasHwProtocol {
 			meta.PktType = r.pktType(data, r.l2[0:6], in.mac)
 			copy(r.l2[6:12], meta.SrcMAC[:])
-			r.l2[12], r.l2[13] = byte(*a.HwProtocol>>8), byte(*a.HwProtocol)
+			r.l2[12], r.l2[13] = byte(a.HwProtocol>>8), byte(a.HwProtocol)
 			meta.L2 = r.l2[:]
 		}
 	}
 	meta.Local = meta.Hook == packet.HookOutput || meta.Hook == packet.HookPostRouting
 	v := r.w.Process(data, meta)
 	if r.q.cfg.Shadow {
-		r.shadow(a.CtInfo, start)
+		var ct *uint32
+		if a.HasCtInfo {
+			ct = &a.CtInfo
+		}
+		r.shadow(ct, start)
 	}
 	nfv := nfqueue.NfAccept
 	switch v.Action {
@@ -338,7 +447,7 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		// in any order.
 		if key, ok := nfqFragKeyOf(data); ok {
 			r.holdFrag(key, id, len(data), start)
-			return 0
+			return
 		}
 	}
 	r.verdict(id, nfv)
@@ -367,7 +476,6 @@ func (r *nfqRunner) handle(a nfqueue.Attribute) int {
 		i++
 	}
 	r.stats.Latency[i].Add(1)
-	return 0
 }
 
 // panicked keeps a bug in the engine from killing the daemon (and with it,
@@ -646,6 +754,16 @@ func (q *NFQueue) Stats() []*QueueStats {
 // kernel holds no packet waiting in our queues (call it after removing the
 // rules that feed them), or until ctx is done.
 func (q *NFQueue) Drain(ctx context.Context) error {
+	nums := make([]uint16, len(q.runners))
+	for i, r := range q.runners {
+		nums[i] = r.num
+	}
+	return DrainQueues(ctx, nums)
+}
+
+// DrainQueues waits, polling /proc/net/netfilter/nfnetlink_queue, until the
+// kernel holds no packet waiting in the queues nums, or until ctx is done.
+func DrainQueues(ctx context.Context, nums []uint16) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -655,8 +773,8 @@ func (q *NFQueue) Drain(ctx context.Context) error {
 		}
 		waiting := 0
 		for _, s := range qs {
-			for _, r := range q.runners {
-				if s.Queue == r.num {
+			for _, n := range nums {
+				if s.Queue == n {
 					waiting += int(s.Waiting)
 				}
 			}
