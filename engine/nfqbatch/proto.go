@@ -111,6 +111,10 @@ type Verdict struct {
 	Action  Action
 	Mark    uint32
 	SetMark bool
+	// Defer, set by a Handler, sends nothing now: the handler gives the
+	// packet its verdict later with (*Queue).Verdict (a fragment held until
+	// its datagram is whole).
+	Defer bool
 }
 
 // Packet is one queued packet as the kernel handed it over. It is a view
@@ -305,6 +309,9 @@ type encoder struct {
 	accepts   int    // accepts covered by the batch message
 	maxAccept uint32
 	pending   int // packets with a verdict not yet sent
+	// perPacket sends accepts one by one too (no batch accept, which
+	// would also accept the deferred packets below its id).
+	perPacket bool
 }
 
 func newEncoder(queue uint16, batch int) *encoder {
@@ -318,7 +325,7 @@ func idAfter(a, b uint32) bool { return int32(b-a) < 0 }
 // add records the verdict for packet id.
 func (e *encoder) add(id uint32, v Verdict) {
 	e.pending++
-	if v.Action == Accept && !v.SetMark {
+	if v.Action == Accept && !v.SetMark && !e.perPacket {
 		if e.accepts == 0 || idAfter(id, e.maxAccept) {
 			e.maxAccept = id
 		}

@@ -469,7 +469,12 @@ func (q *Queue) decide(k int, h Handler) error {
 	}
 	h(pk, vs)
 	var acc, drop, other uint64
+	n := uint64(0)
 	for i := range pk {
+		if vs[i].Defer {
+			continue
+		}
+		n++
 		q.enc.add(pk[i].ID, vs[i])
 		switch vs[i].Action {
 		case Accept:
@@ -480,7 +485,7 @@ func (q *Queue) decide(k int, h Handler) error {
 			other++
 		}
 	}
-	q.st.packets.Add(uint64(k))
+	q.st.packets.Add(n)
 	q.st.accepted.Add(acc)
 	q.st.dropped.Add(drop)
 	q.st.other.Add(other)
@@ -489,6 +494,27 @@ func (q *Queue) decide(k int, h Handler) error {
 	}
 	return nil
 }
+
+// Verdict records the verdict of a packet the Handler deferred (Verdict.Defer)
+// in an earlier call. Call it only from the Handler.
+func (q *Queue) Verdict(id uint32, v Verdict) {
+	q.enc.add(id, v)
+	q.st.packets.Add(1)
+	switch v.Action {
+	case Accept:
+		q.st.accepted.Add(1)
+	case Drop:
+		q.st.dropped.Add(1)
+	default:
+		q.st.other.Add(1)
+	}
+}
+
+// SetBatchAccept turns the batch accept (one NFQNL_MSG_VERDICT_BATCH up to
+// the highest accepted id) on or off. A Handler holding deferred packets
+// turns it off: the batch would accept them too. Call it only from the
+// Handler; it applies to the verdicts of the batch being decided.
+func (q *Queue) SetBatchAccept(on bool) { q.enc.perPacket = !on }
 
 // Stats returns the driver's counters (safe from any goroutine).
 func (q *Queue) Stats() Stats {
