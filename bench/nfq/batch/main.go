@@ -65,7 +65,8 @@ func run(rulesPath, localS, queues string, maxLen uint32, batch int) error {
 	eng, err := engine.New(engine.Config{
 		Rules:     engine.Rules{V4: c},
 		Conntrack: conntrack.New(conntrack.Config{}),
-		Local:     localPfx,
+		// No Local: the hook and interfaces come with each queued packet
+		// (Local would make the engine route packets itself, as in replay).
 	})
 	if err != nil {
 		return err
