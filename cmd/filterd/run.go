@@ -20,6 +20,7 @@ import (
 
 	"github.com/filterd/filterd/conntrack"
 	"github.com/filterd/filterd/engine"
+	"github.com/filterd/filterd/engine/nfqbatch"
 	"github.com/filterd/filterd/packet"
 	"github.com/filterd/filterd/ruleset"
 )
@@ -51,6 +52,7 @@ type runFlags struct {
 	shadow        bool
 	shadowEvery   time.Duration
 	pprof         bool
+	driver        string
 }
 
 func (o *runFlags) register(fs *flag.FlagSet) {
@@ -79,6 +81,7 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare filterd's conntrack with the kernel's own, per packet where the kernel can say (CONFIG_NETFILTER_NETLINK_GLUE_CT) and flow by flow over ctnetlink every --shadow-interval; differences are counted (metrics) and logged; with --install the NFQUEUE rules turn the kernel's conntrack on")
 	fs.DurationVar(&o.shadowEvery, "shadow-interval", 10*time.Second, "with --shadow: how often to compare the flow tables")
 	fs.BoolVar(&o.pprof, "pprof", false, "with --metrics: also serve Go's /debug/pprof profiles there")
+	fs.StringVar(&o.driver, "driver", "batch", "NFQUEUE `driver`: batch (recvmmsg, verdicts batched, no allocation per packet) or gonfqueue (go-nfqueue, one verdict per packet: the simple reference)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
 }
 
@@ -108,13 +111,41 @@ func parseQueues(s string) ([]uint16, error) {
 	return out, nil
 }
 
+// queueDriver is an NFQUEUE driver: engine.NFQueue (gonfqueue) or
+// nfqbatch.Engines (batch). Both run every packet through an
+// engine.QueueHandler.
+type queueDriver interface {
+	Stats() []*engine.QueueStats
+	Drain(ctx context.Context) error
+	Stop(timeout time.Duration)
+}
+
+// openQueues opens the queues with the driver named by --driver.
+func openQueues(driver string, eng *engine.Engine, cfg engine.NFQueueConfig) (queueDriver, error) {
+	switch driver {
+	case "batch":
+		e, err := nfqbatch.OpenEngine(eng, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
+	case "gonfqueue":
+		q, err := engine.OpenNFQueue(eng, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return q, nil
+	}
+	return nil, fmt.Errorf("--driver %q: want batch or gonfqueue", driver)
+}
+
 // daemon is one running filterd.
 type daemon struct {
 	o          runFlags
 	copts      ruleset.CompileOptions
 	eng        *engine.Engine
 	ct         *conntrack.Table
-	nfq        *engine.NFQueue
+	nfq        queueDriver
 	logw       *engine.LogWriter
 	loglim     *engine.RateLimitedWriter
 	log        *slog.Logger
@@ -156,6 +187,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if o.rules == "" {
 		fmt.Fprintln(stderr, "filterd run: --rules FILE is required")
+		return exitBadInput
+	}
+	if o.driver != "batch" && o.driver != "gonfqueue" {
+		fmt.Fprintf(stderr, "filterd run: --driver %q: want batch or gonfqueue\n", o.driver)
 		return exitBadInput
 	}
 	queues, err := parseQueues(o.queues)
@@ -257,11 +292,11 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Rejecter:    rej,
 		Logger:      log,
 	}
-	d.nfq, err = engine.OpenNFQueue(d.eng, qcfg)
+	d.nfq, err = openQueues(o.driver, d.eng, qcfg)
 	if o.shadow && errors.Is(err, engine.ErrShadowUnsupported) {
 		log.Warn("shadow: the kernel cannot report conntrack state per packet; comparing flow tables only", "err", err)
 		qcfg.Shadow = false
-		d.nfq, err = engine.OpenNFQueue(d.eng, qcfg)
+		d.nfq, err = openQueues(o.driver, d.eng, qcfg)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "filterd run: %v\n", err)
@@ -311,7 +346,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if o.shadow {
 		servers = append(servers, d.runShadow(o.shadowEvery))
 	}
-	log.Info("filterd: ready", "queues", o.queues, "rules", o.rules, "rules6", o.rules6, "install", o.install,
+	log.Info("filterd: ready", "driver", o.driver, "queues", o.queues, "rules", o.rules, "rules6", o.rules6, "install", o.install,
 		"bypass", o.bypass, "pid", os.Getpid())
 loop:
 	for {

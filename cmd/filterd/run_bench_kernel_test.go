@@ -86,36 +86,40 @@ func BenchmarkKernelLiveUDP(b *testing.B) {
 	}
 	defer conn.Close()
 
-	p, err := startBenchFilterd(srv, rulesPathB(b, "server-state.rules"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.stop()
+	for _, driver := range drivers {
+		b.Run(driver, func(b *testing.B) {
+			p, err := startBenchFilterd(srv, rulesPathB(b, "server-state.rules"), driver)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.stop()
 
-	payload := make([]byte, 64)
-	b.ResetTimer()
-	start := time.Now()
-	before := rx.Load()
-	sent := 0
-	for i := 0; i < b.N; i++ {
-		if _, err := conn.Write(payload); err == nil {
-			sent++
-		}
-	}
-	// Wait until the receiver stops seeing packets (bounded).
-	last, quiet := rx.Load(), time.Now()
-	for time.Since(quiet) < 100*time.Millisecond && time.Since(start) < 60*time.Second {
-		time.Sleep(5 * time.Millisecond)
-		if n := rx.Load(); n != last {
-			last, quiet = n, time.Now()
-		}
-	}
-	elapsed := quiet.Sub(start)
-	b.StopTimer()
-	got := rx.Load() - before
-	b.ReportMetric(float64(got)/elapsed.Seconds(), "pps")
-	if sent > 0 {
-		b.ReportMetric(100*float64(int64(sent)-got)/float64(sent), "%lost")
+			payload := make([]byte, 64)
+			b.ResetTimer()
+			start := time.Now()
+			before := rx.Load()
+			sent := 0
+			for i := 0; i < b.N; i++ {
+				if _, err := conn.Write(payload); err == nil {
+					sent++
+				}
+			}
+			// Wait until the receiver stops seeing packets (bounded).
+			last, quiet := rx.Load(), time.Now()
+			for time.Since(quiet) < 100*time.Millisecond && time.Since(start) < 60*time.Second {
+				time.Sleep(5 * time.Millisecond)
+				if n := rx.Load(); n != last {
+					last, quiet = n, time.Now()
+				}
+			}
+			elapsed := quiet.Sub(start)
+			b.StopTimer()
+			got := rx.Load() - before
+			b.ReportMetric(float64(got)/elapsed.Seconds(), "pps")
+			if sent > 0 {
+				b.ReportMetric(100*float64(int64(sent)-got)/float64(sent), "%lost")
+			}
+		})
 	}
 }
 
@@ -126,10 +130,10 @@ type benchFilterd struct {
 func (f *benchFilterd) stop() { f.p.kill(syscall.SIGTERM) }
 
 // startBenchFilterd starts filterd for a benchmark (no *testing.T).
-func startBenchFilterd(ns *netns.NS, rules string) (*benchFilterd, error) {
+func startBenchFilterd(ns *netns.NS, rules, driver string) (*benchFilterd, error) {
 	p := &proc{out: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command("ip", "netns", "exec", ns.Name, filterdBin, "run", "--rules", rules, "--queues", "0",
-		"--install", "--hooks", "INPUT", "--log", "none")
+		"--install", "--hooks", "INPUT", "--log", "none", "--driver", driver)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		return nil, err

@@ -95,8 +95,19 @@ const (
 // fourth (sw).
 type lab struct {
 	t                        *testing.T
+	driver                   string // --driver of startFilterd ("": the default)
 	g                        *netns.Group
 	server, client, attacker *netns.NS
+}
+
+// drivers are filterd run's NFQUEUE drivers (--driver).
+var drivers = []string{"gonfqueue", "batch"}
+
+// forDrivers runs test once per NFQUEUE driver, as a subtest named after it.
+func forDrivers(t *testing.T, test func(t *testing.T, driver string)) {
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) { test(t, d) })
+	}
 }
 
 func newLab(t *testing.T) *lab { return newLabOpts(t, false) }
@@ -250,7 +261,11 @@ type runningFilterd struct {
 func (l *lab) startFilterd(rules string, extra ...string) *runningFilterd {
 	l.t.Helper()
 	sock := filepath.Join(l.t.TempDir(), "filterd.sock")
-	args := append([]string{"run", "--rules", rules, "--queues", "0", "--install", "--control", sock}, extra...)
+	args := []string{"run", "--rules", rules, "--queues", "0", "--install", "--control", sock}
+	if l.driver != "" {
+		args = append(args, "--driver", l.driver)
+	}
+	args = append(args, extra...)
 	p := l.start(l.server, filterdBin, args...)
 	d := &runningFilterd{proc: p, sock: sock, l: l}
 	waitFor(l.t, 15*time.Second, "filterd ready", func() bool {

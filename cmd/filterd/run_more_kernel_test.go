@@ -31,8 +31,11 @@ func rulesPath(t *testing.T, name string) string {
 // TestKernelRunReload reloads the rules under traffic: an established
 // connection carries on through a good reload and through a refused one
 // (a broken file is reported and the old rules stay).
-func TestKernelRunReload(t *testing.T) {
+func TestKernelRunReload(t *testing.T) { forDrivers(t, testKernelRunReload) }
+
+func testKernelRunReload(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	listen(t, l.server, serverIP+":22")
 	rules := filepath.Join(t.TempDir(), "rules")
 	good, err := os.ReadFile(rulesPath(t, "server-state.rules"))
@@ -133,10 +136,13 @@ func TestKernelRunReload(t *testing.T) {
 // TestKernelRunKill9 kills the daemon with SIGKILL (no cleanup: the NFQUEUE
 // rules stay): with --queue-bypass traffic flows unfiltered, without it
 // traffic stops; a restart adopts the rules left behind and resumes.
-func TestKernelRunKill9(t *testing.T) {
+func TestKernelRunKill9(t *testing.T) { forDrivers(t, testKernelRunKill9) }
+
+func testKernelRunKill9(t *testing.T, driver string) {
 	for _, bypass := range []bool{true, false} {
 		t.Run(fmt.Sprintf("bypass=%v", bypass), func(t *testing.T) {
 			l := newLab(t)
+			l.driver = driver
 			www := t.TempDir()
 			os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
 			l.httpServer(www)
@@ -180,8 +186,11 @@ func TestKernelRunKill9(t *testing.T) {
 // 198.18.0.0/15 (hping3, bounded count) while the client keeps connecting;
 // with a per-source SYN hashlimit (server-invalid-hashlimit.rules) every
 // client connection succeeds and the counters show the flood limited.
-func TestKernelRunSYNFlood(t *testing.T) {
+func TestKernelRunSYNFlood(t *testing.T) { forDrivers(t, testKernelRunSYNFlood) }
+
+func testKernelRunSYNFlood(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
 	l.httpServer(www)
@@ -359,10 +368,13 @@ func serveFTP(ns *netns.NS, host string, c net.Conn, name string, content []byte
 // is RELATED (the FTP helper read the 229/227 reply). The SYN limit's
 // tokens are spent first, so only the RELATED rule can let the data
 // connection in.
-func TestKernelRunFTP(t *testing.T) {
+func TestKernelRunFTP(t *testing.T) { forDrivers(t, testKernelRunFTP) }
+
+func testKernelRunFTP(t *testing.T, driver string) {
 	for _, mode := range []string{"epsv", "pasv"} {
 		t.Run(mode, func(t *testing.T) {
 			l := newLab(t)
+			l.driver = driver
 			content := []byte(strings.Repeat("filterd ftp data\n", 500))
 			ftpServer(t, l.server, serverIP+":21", "file.txt", content)
 			d := l.startFilterd(rulesPath(t, "server-state.rules"), "--ftp-helper")
@@ -391,11 +403,14 @@ func TestKernelRunFTP(t *testing.T) {
 
 // TestKernelRunQueueBusy starts a second filterd on a queue the first one
 // holds: it must refuse with the queue and how to find the owner.
-func TestKernelRunQueueBusy(t *testing.T) {
+func TestKernelRunQueueBusy(t *testing.T) { forDrivers(t, testKernelRunQueueBusy) }
+
+func testKernelRunQueueBusy(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	d := l.startFilterd(rulesPath(t, "server.rules"))
 	defer d.stop()
-	out, err := run(l.server, 15*time.Second, filterdBin, "run", "--rules", rulesPath(t, "server.rules"), "--queues", "0")
+	out, err := run(l.server, 15*time.Second, filterdBin, "run", "--rules", rulesPath(t, "server.rules"), "--queues", "0", "--driver", driver)
 	if err == nil {
 		t.Fatalf("second filterd on queue 0 started:\n%s", out)
 	}
@@ -412,8 +427,11 @@ func TestKernelRunQueueBusy(t *testing.T) {
 // state to queued packets, and flow by flow over ctnetlink). After HTTP,
 // an open SSH-port connection and a rejected UDP datagram the tables must agree flow
 // for flow: TCP state, [UNREPLIED], [ASSURED].
-func TestKernelRunShadow(t *testing.T) {
+func TestKernelRunShadow(t *testing.T) { forDrivers(t, testKernelRunShadow) }
+
+func testKernelRunShadow(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
 	l.httpServer(www)
@@ -521,8 +539,11 @@ func kernelHasGlueCT() bool {
 // paced UDP stream: the NFQUEUE rules are removed first and every packet
 // already queued is verdicted before the queue is unbound, so not one
 // datagram is lost.
-func TestKernelRunStopUnderTraffic(t *testing.T) {
+func TestKernelRunStopUnderTraffic(t *testing.T) { forDrivers(t, testKernelRunStopUnderTraffic) }
+
+func testKernelRunStopUnderTraffic(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	var rx atomic.Int64
 	var ln *net.UDPConn
 	if err := l.server.Do(func() error {
@@ -593,8 +614,11 @@ func lastLine(s string) string {
 // TestKernelRunENOBUFS gives filterd a tiny netlink receive buffer and
 // floods it: the kernel reports ENOBUFS (and counts user drops); filterd
 // counts it, keeps reading and keeps verdicting.
-func TestKernelRunENOBUFS(t *testing.T) {
+func TestKernelRunENOBUFS(t *testing.T) { forDrivers(t, testKernelRunENOBUFS) }
+
+func testKernelRunENOBUFS(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("ok\n"), 0o644)
 	l.httpServer(www)
@@ -630,8 +654,11 @@ func TestKernelRunENOBUFS(t *testing.T) {
 // TestKernelRunLogRateLimit floods the LOG rules (UDP to a closed port hits
 // both LOG rules of server.rules, then REJECT): at most the burst and the
 // rate's worth of lines reach stderr, the rest are counted as suppressed.
-func TestKernelRunLogRateLimit(t *testing.T) {
+func TestKernelRunLogRateLimit(t *testing.T) { forDrivers(t, testKernelRunLogRateLimit) }
+
+func testKernelRunLogRateLimit(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	d := l.startFilterd(rulesPath(t, "server.rules"), "--log-rate", "10", "--log-burst", "20", "--metrics", "127.0.0.1:9467")
 	defer d.stop()
 	start := time.Now()
@@ -673,8 +700,11 @@ COMMIT
 // TestKernelRunOwner checks the OUTPUT hook's metadata: the same curl from
 // the server to the client works as root and is dropped as user 12345
 // (-m owner), and the LOG line names the output interface and the UID.
-func TestKernelRunOwner(t *testing.T) {
+func TestKernelRunOwner(t *testing.T) { forDrivers(t, testKernelRunOwner) }
+
+func testKernelRunOwner(t *testing.T, driver string) {
 	l := newLab(t)
+	l.driver = driver
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("client\n"), 0o644)
 	os.Chmod(www, 0o755)

@@ -30,7 +30,9 @@ COMMIT
 // HTTP works, a fragmented UDP datagram to an allowed port arrives whole
 // (the router's kernel does not reassemble: filterd holds the fragments and
 // verdicts them with their datagram), one to another port is dropped.
-func TestKernelRunRouter(t *testing.T) {
+func TestKernelRunRouter(t *testing.T) { forDrivers(t, testKernelRunRouter) }
+
+func testKernelRunRouter(t *testing.T, driver string) {
 	requireKernel(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -102,7 +104,7 @@ func TestKernelRunRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "filterd.sock")
-	p := l.start(router, filterdBin, "run", "--rules", rules, "--queues", "0", "--install", "--hooks", "FORWARD", "--control", sock, "--metrics", "127.0.0.1:9467")
+	p := l.start(router, filterdBin, "run", "--rules", rules, "--queues", "0", "--install", "--hooks", "FORWARD", "--control", sock, "--metrics", "127.0.0.1:9467", "--driver", driver)
 	waitFor(t, 15*time.Second, "filterd ready", func() bool {
 		if p.exited() {
 			t.Fatalf("filterd exited: %v\n%s", p.err, p.out.String())

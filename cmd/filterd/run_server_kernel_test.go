@@ -52,10 +52,13 @@ func udpProbe(t *testing.T, ns *netns.NS, addr string, timeout time.Duration) st
 // TestKernelRunServerRules runs filterd with the article's rule set
 // (testdata/rules/server.rules) and server-state.rules in front of real
 // servers and checks what a client sees.
-func TestKernelRunServerRules(t *testing.T) {
+func TestKernelRunServerRules(t *testing.T) { forDrivers(t, testKernelRunServerRules) }
+
+func testKernelRunServerRules(t *testing.T, driver string) {
 	for _, rules := range []string{"server.rules", "server-state.rules"} {
 		t.Run(rules, func(t *testing.T) {
 			l := newLab(t)
+			l.driver = driver
 			www := t.TempDir()
 			if err := os.WriteFile(filepath.Join(www, "index.html"), []byte("hello from the server\n"), 0o644); err != nil {
 				t.Fatal(err)
@@ -165,8 +168,11 @@ func TestKernelRunServerRules(t *testing.T) {
 // discovery passes (ICMPv6 rules), HTTP and SSH from the allowed address
 // work, UDP to a closed port gets ICMPv6 port unreachable, and the
 // NFQUEUE rules go into ip6tables and come out again.
-func TestKernelRunServerRulesIPv6(t *testing.T) {
+func TestKernelRunServerRulesIPv6(t *testing.T) { forDrivers(t, testKernelRunServerRulesIPv6) }
+
+func testKernelRunServerRulesIPv6(t *testing.T, driver string) {
 	l := newLabOpts(t, true)
+	l.driver = driver
 	www := t.TempDir()
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("hello v6\n"), 0o644)
 	l.httpServerOn(serverIP6, www)

@@ -79,6 +79,7 @@ func TestRunBadArguments(t *testing.T) {
 	}{
 		{[]string{"run"}, "--rules FILE is required"},
 		{[]string{"run", "--rules", "x", "--queues", "9-1"}, "--queues"},
+		{[]string{"run", "--rules", "x", "--driver", "fast"}, "--driver \"fast\": want batch or gonfqueue"},
 		{[]string{"run", "--rules", "x", "--hooks", "NAT"}, "--hooks"},
 		{[]string{"run", "--rules", "x", "--log", "file"}, "--log"},
 		{[]string{"run", "--rules", rulesDir + "/does-not-exist.rules"}, "does-not-exist.rules"},
