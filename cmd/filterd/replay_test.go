@@ -163,3 +163,33 @@ func TestReplayErrors(t *testing.T) {
 		t.Errorf("truncated pcap: summary %+v, err %v; want the packets before the fault and the error", s, err)
 	}
 }
+
+// TestReplayReport: --report writes one self-contained page (no scripts, no
+// external resources) with the two time plots, a bar per rule and policy,
+// and the top dropped sources.
+func TestReplayReport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.html")
+	var out, errb bytes.Buffer
+	args := []string{"--report", path, "--rules", "../../testdata/rules/server.rules", "--local", "198.18.2.2", "../../testdata/pcaps/captured_synflood_hping3_slow_vs_fast.pcap"}
+	if code := runReplay(context.Background(), args, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := string(b)
+	for _, want := range []string{"<polyline", "SYNs per second", "198.18.1.99", ":OUTPUT policy ACCEPT", "-A FWALL-INPUT -j LOG --log-prefix"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if n := strings.Count(page, "<svg"); n != 4 {
+		t.Errorf("%d plots, want 4 (packets, SYNs, rules, sources)", n)
+	}
+	for _, bad := range []string{"<script", "src=", "href=", "@import"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("report is not self-contained: has %q", bad)
+		}
+	}
+}

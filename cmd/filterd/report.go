@@ -34,7 +34,7 @@ func writeHTMLReport(w io.Writer, s *engine.Summary) error {
 var reportTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
 <style>
-body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}td:first-child,th:first-child{text-align:left}
 tr:nth-child(even){background:#f6f6f6}code{font-size:12px}
@@ -115,19 +115,23 @@ func bars(items []bar) template.HTML {
 	for _, it := range items {
 		maxV = max(maxV, it.value)
 	}
-	const rowH, labelW, barW = 22.0, 420.0, 380.0
+	// A monospace character at 11 px is about 6.7 px wide: labels longer
+	// than fit are cut, and the whole text is the row's tooltip.
+	const rowH, labelW, barW, maxChars = 22.0, 440.0, 300.0, 62
 	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`, labelW+barW+120, rowH*float64(len(items))+4)
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`, labelW+barW+220, rowH*float64(len(items))+4)
 	for i, it := range items {
 		yy := float64(i) * rowH
 		w := float64(it.value) / float64(maxV) * barW
 		label := it.label
-		if len(label) > 70 {
-			label = label[:67] + "..."
+		if len(label) > maxChars {
+			label = label[:maxChars-3] + "..."
 		}
+		fmt.Fprintf(&sb, `<g><title>%s</title>`, template.HTMLEscapeString(it.label))
 		fmt.Fprintf(&sb, `<text x="0" y="%g" font-size="11" font-family="monospace">%s</text>`, yy+15, template.HTMLEscapeString(label))
 		fmt.Fprintf(&sb, `<rect x="%g" y="%g" width="%.1f" height="16" fill="#1f77b4"/>`, labelW, yy+3, math.Max(w, 1))
 		fmt.Fprintf(&sb, `<text x="%g" y="%g" font-size="11">%d%s</text>`, labelW+w+6, yy+15, it.value, template.HTMLEscapeString(it.note))
+		sb.WriteString("</g>")
 	}
 	sb.WriteString("</svg>")
 	return template.HTML(sb.String())
