@@ -126,3 +126,30 @@ func reportPkts(b *testing.B, pkts int) {
 		b.ReportMetric(1e9/ns, "pps")
 	}
 }
+
+// BenchmarkReceiveQueueHandler is filterd's batch driver path: the same
+// replayed batch through parse → engine.QueueHandler (engine, REJECT
+// decision, stats, latency) → verdict encoding. One op is one batch.
+func BenchmarkReceiveQueueHandler(b *testing.B) {
+	dg, _, _ := replayBatch(b)
+	q := newReplayQueue(Config{Queue: 0, Batch: 64}, map[uint32]string{2: "veth0"})
+	s := &sink{}
+	q.send = s.send
+	r := &engineRunner{q: q.Queue, log: func(string, ...any) {}, warn: func(string, ...any) {}}
+	r.h = engine.NewQueueHandler(newEngine(b, "server.rules"), engine.NFQueueConfig{}, 0, r.send)
+	n := q.load(dg)
+	if err := q.process(n, r.handle); err != nil {
+		b.Fatal(err)
+	}
+	if st := q.Stats(); st.Packets != uint64(n) || s.sends != 1 {
+		b.Fatalf("stats %+v, %d sends: want %d packets in one send", st, s.sends, n)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := q.process(n, r.handle); err != nil {
+			b.Fatal(err)
+		}
+	}
+	reportPkts(b, b.N*n)
+}
