@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,15 +44,8 @@ func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) (bool, int) {
 			pos = append(pos, a)
 		}
 	}
-	if err := fs.Parse(append(flags, append([]string{"--"}, pos...)...)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return false, exitOK
-		}
-		return false, exitBadInput
-	}
-	return true, exitOK
+	done, code := parseFlags(fs, append(flags, append([]string{"--"}, pos...)...), stdout)
+	return !done, code
 }
 
 // loadOptions turns the flags into ruleset.LoadOptions with the system's

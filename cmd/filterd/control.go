@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -145,11 +144,8 @@ func runConntrack(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	sock := fs.String("control", defaultControl, "the daemon's control socket `path`")
 	list := fs.Bool("L", true, "list the flows (conntrack -L), the only action")
 	usageFor(fs, "conntrack [-L] [--control SOCK]", "List a running filterd's connection tracking table as conntrack -L does.")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitBadInput
+	if done, code := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if !*list {
 		fmt.Fprintln(stderr, "filterd conntrack: only -L (list) is supported")

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -75,4 +77,26 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stderr, "filterd: unknown command %q\n", args[0])
 	usage(stderr)
 	return exitBadInput
+}
+
+// parseFlags parses a sub-command's arguments. --help (-h) prints the usage
+// once, to stdout; a bad flag prints the error and the usage to stderr.
+// done is true when the command should exit with code.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, code int) {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		switch a {
+		case "-h", "--h", "-help", "--help":
+			fs.SetOutput(stdout)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, exitOK
+		}
+		return true, exitBadInput
+	}
+	return false, exitOK
 }

@@ -177,7 +177,7 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	st := d.ct.Stats()
 	counter(m.ctTableFull, st.Drop)
 	counter(m.ctInvalid, st.Invalid)
-	gauge(m.ctMax, float64(d.o.ctMax))
+	gauge(m.ctMax, float64(d.o.ct.max))
 	if d.loglim != nil {
 		counter(m.logLines, d.logHits.Load())
 	} else {

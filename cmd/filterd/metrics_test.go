@@ -22,7 +22,7 @@ import (
 // are covered by the kernel tests).
 func TestMetricsCollector(t *testing.T) {
 	var errb bytes.Buffer
-	d := &daemon{o: runFlags{rules: rulesDir + "/server.rules", ctMax: 1000}, stderr: &errb}
+	d := &daemon{o: runFlags{rules: rulesDir + "/server.rules", ct: ctFlags{max: 1000}}, stderr: &errb}
 	d.logw = engine.NewLogWriter(nil)
 	d.ct = conntrack.New(conntrack.Config{Max: 1000})
 	d.copts = ruleset.CompileOptions{Log: d.logw.Log}

@@ -33,12 +33,7 @@ type replayFlags struct {
 	report        string
 	logFile       string
 	top           int
-	ctMax         int
-	tcpLoose      bool
-	tcpLiberal    bool
-	checksum      bool
-	ftpHelper     bool
-	ftpPorts      string
+	ct            ctFlags
 }
 
 func (o *replayFlags) register(fs *flag.FlagSet) {
@@ -54,12 +49,7 @@ func (o *replayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.report, "report", "", "write a self-contained HTML report to this `file`")
 	fs.StringVar(&o.logFile, "log-file", "", "write LOG target lines (kernel format) to this `file` (\"-\" for stderr); default: count only")
 	fs.IntVar(&o.top, "top", 10, "how many top dropped sources to list")
-	fs.IntVar(&o.ctMax, "ct-max", conntrack.DefaultMax, "conntrack table capacity (nf_conntrack_max)")
-	fs.BoolVar(&o.tcpLoose, "tcp-loose", true, "nf_conntrack_tcp_loose: pick up established TCP flows mid-stream")
-	fs.BoolVar(&o.tcpLiberal, "tcp-be-liberal", false, "nf_conntrack_tcp_be_liberal: only out-of-window RSTs are INVALID")
-	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
-	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (like -j CT --helper ftp)")
-	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
+	o.ct.register(fs)
 }
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -74,13 +64,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(fs.Output(), "\noptions:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(interleaved(fs, args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
-		}
-		return exitBadInput
+	if done, code := parseFlags(fs, interleaved(fs, args), stdout); done {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "filterd replay: no pcap file given")
@@ -92,9 +77,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "filterd replay: --local: %v\n", err)
 		return exitBadInput
 	}
-	ports, err := parsePorts(o.ftpPorts)
+	ctcfg, err := o.ct.config()
 	if err != nil {
-		fmt.Fprintf(stderr, "filterd replay: --ftp-ports: %v\n", err)
+		fmt.Fprintf(stderr, "filterd replay: %v\n", err)
 		return exitBadInput
 	}
 
@@ -116,14 +101,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	logger := engine.NewLogWriter(logw)
 
-	ct := conntrack.New(conntrack.Config{
-		Max:          o.ctMax,
-		TCPLoose:     switchOf(o.tcpLoose),
-		TCPBeLiberal: switchOf(o.tcpLiberal),
-		Checksum:     switchOf(o.checksum),
-		FTPHelper:    o.ftpHelper,
-		FTPPorts:     ports,
-	})
+	ct := conntrack.New(ctcfg)
 	copts := ruleset.CompileOptions{Log: logger.Log, LocalPrefixes: local}
 	var rules engine.Rules
 	if o.rules != "" {
@@ -424,11 +402,4 @@ func printSummary(w io.Writer, s *engine.Summary, rules engine.Rules) {
 		}
 		tw.Flush()
 	}
-}
-
-func switchOf(on bool) conntrack.Switch {
-	if on {
-		return conntrack.On
-	}
-	return conntrack.Off
 }

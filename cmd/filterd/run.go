@@ -42,12 +42,7 @@ type runFlags struct {
 	logBurst      int
 	maxQueueLen   uint
 	rcvbuf        int
-	ctMax         int
-	tcpLoose      bool
-	tcpLiberal    bool
-	checksum      bool
-	ftpHelper     bool
-	ftpPorts      string
+	ct            ctFlags
 	drainTimeout  time.Duration
 	shadow        bool
 	shadowEvery   time.Duration
@@ -72,12 +67,7 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.logBurst, "log-burst", 50, "LOG lines allowed in a burst")
 	fs.UintVar(&o.maxQueueLen, "max-queue-len", 4096, "kernel queue length in packets")
 	fs.IntVar(&o.rcvbuf, "rcvbuf", 8<<20, "netlink receive buffer in `bytes` (SO_RCVBUFFORCE)")
-	fs.IntVar(&o.ctMax, "ct-max", conntrack.DefaultMax, "conntrack table capacity (nf_conntrack_max)")
-	fs.BoolVar(&o.tcpLoose, "tcp-loose", true, "nf_conntrack_tcp_loose: pick up established TCP flows mid-stream")
-	fs.BoolVar(&o.tcpLiberal, "tcp-be-liberal", false, "nf_conntrack_tcp_be_liberal")
-	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
-	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (RELATED data connections)")
-	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
+	o.ct.register(fs)
 	fs.BoolVar(&o.shadow, "shadow", false, "shadow mode: compare filterd's conntrack with the kernel's own, per packet where the kernel can say (CONFIG_NETFILTER_NETLINK_GLUE_CT) and flow by flow over ctnetlink every --shadow-interval; differences are counted (metrics) and logged; with --install the NFQUEUE rules turn the kernel's conntrack on")
 	fs.DurationVar(&o.shadowEvery, "shadow-interval", 10*time.Second, "with --shadow: how often to compare the flow tables")
 	fs.BoolVar(&o.pprof, "pprof", false, "with --metrics: also serve Go's /debug/pprof profiles there")
@@ -173,13 +163,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(w, "\noptions:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
-		}
-		return exitBadInput
+	if done, code := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "filterd run: unexpected argument %q\n", fs.Arg(0))
@@ -208,9 +193,9 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "filterd run: --local: %v\n", err)
 		return exitBadInput
 	}
-	ports, err := parsePorts(o.ftpPorts)
+	ctcfg, err := o.ct.config()
 	if err != nil {
-		fmt.Fprintf(stderr, "filterd run: --ftp-ports: %v\n", err)
+		fmt.Fprintf(stderr, "filterd run: %v\n", err)
 		return exitBadInput
 	}
 	// SIGHUP is caught from the start: before the loop below reads it, a
@@ -245,14 +230,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		d.logw = engine.NewLogWriter(nil)
 	}
 
-	d.ct = conntrack.New(conntrack.Config{
-		Max:          o.ctMax,
-		TCPLoose:     switchOf(o.tcpLoose),
-		TCPBeLiberal: switchOf(o.tcpLiberal),
-		Checksum:     switchOf(o.checksum),
-		FTPHelper:    o.ftpHelper,
-		FTPPorts:     ports,
-	})
+	d.ct = conntrack.New(ctcfg)
 	logFn := d.logw.Log
 	if d.loglim != nil {
 		// Ask the rate limit before formatting: under a flood most lines are
