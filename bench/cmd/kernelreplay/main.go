@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/filterd/filterd/internal/kernelreplay"
-	"github.com/filterd/filterd/internal/netns"
 )
 
 func main() {
@@ -37,36 +36,17 @@ func main() {
 	os.Exit(code)
 }
 
-type kvFlag map[string]string
-
-func (k kvFlag) String() string { return fmt.Sprint(map[string]string(k)) }
-func (k kvFlag) Set(s string) error {
-	key, v, ok := strings.Cut(s, "=")
-	if !ok || key == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", s)
-	}
-	k[key] = v
-	return nil
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kernelreplay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rulesPath := fs.String("rules", "", "IPv4 rules file (iptables-restore format)")
-	rules6Path := fs.String("rules6", "", "IPv6 rules file (ip6tables-restore format)")
-	local := fs.String("local", "", "the protected host's addresses or prefixes, comma-separated (before the rewrite)")
-	interval := fs.Duration("interval", time.Millisecond, "time between two packets")
-	timing := fs.Bool("timing", false, "send at the capture's own times (for limit/hashlimit rules)")
-	capture := fs.Bool("capture", true, "capture which OUTPUT/FORWARD packets leave the router")
+	var kf kernelreplay.Flags
+	kf.Register(fs, time.Millisecond)
 	oneIngress := fs.Bool("one-ingress", false, "inject every FORWARD packet on eth0, as filterd replay's single --in-iface does")
-	noFTP := fs.Bool("no-ftp-helper", false, "do not assign the FTP conntrack helper to tcp port 21")
 	drain := fs.Duration("drain", 5*time.Second, "longest wait for the counters to settle")
 	writeRW := fs.String("write-rewritten", "", "write the rewritten capture (raw IP pcap) here, and the rewritten rules next to it (.rules, .rules6)")
 	rewriteOnly := fs.Bool("rewrite-only", false, "only rewrite (no root needed); needs --write-rewritten")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	verbose := fs.Bool("v", false, "also print conntrack -L and per-packet verdicts")
-	sysctls := kvFlag{}
-	fs.Var(sysctls, "sysctl", "KEY=VALUE set in the router before the replay (repeatable), e.g. net.netfilter.nf_conntrack_tcp_loose=0")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: kernelreplay [options] PCAP")
 		fs.PrintDefaults()
@@ -82,26 +62,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	pcap := fs.Arg(0)
-	var rules, rules6 string
-	for _, x := range []struct {
-		path string
-		dst  *string
-	}{{*rulesPath, &rules}, {*rules6Path, &rules6}} {
-		if x.path == "" {
-			continue
-		}
-		b, err := os.ReadFile(x.path)
-		if err != nil {
-			fmt.Fprintln(stderr, "kernelreplay:", err)
-			return 2
-		}
-		*x.dst = string(b)
-	}
-	locals, err := kernelreplay.ParseLocal(*local)
+	cfg, err := kf.Config(pcap)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		fmt.Fprintln(stderr, "kernelreplay:", err)
 		return 2
 	}
+	rules, rules6, locals := cfg.Rules, cfg.Rules6, cfg.Local
 
 	if *rewriteOnly {
 		if *writeRW == "" {
@@ -141,25 +107,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// Namespaces left behind by an earlier run that was killed (SIGKILL
 	// skips every cleanup): delete those whose process is gone.
-	for _, pfx := range []string{"fdkr-c", "fdkr-r", "fdkr-s"} {
-		removed, err := netns.RemoveStale(ctx, pfx)
-		if len(removed) > 0 {
-			fmt.Fprintf(stderr, "kernelreplay: removed stale namespaces %v\n", removed)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "kernelreplay:", err)
-		}
+	removed, err := kernelreplay.RemoveStale(ctx)
+	if len(removed) > 0 {
+		fmt.Fprintf(stderr, "kernelreplay: removed stale namespaces %v\n", removed)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kernelreplay:", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	res, err := kernelreplay.Run(ctx, kernelreplay.Config{
-		Rules: rules, Rules6: rules6, Pcap: pcap, Local: locals,
-		Interval: *interval, KeepTiming: *timing, Capture: *capture,
-		Sysctls: sysctls, NoFTPHelper: *noFTP, OneIngress: *oneIngress, DrainTimeout: *drain,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-	})
+	cfg.OneIngress, cfg.DrainTimeout = *oneIngress, *drain
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	res, err := kernelreplay.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -37,31 +36,12 @@ func main() {
 	os.Exit(code)
 }
 
-type kvFlag map[string]string
-
-func (k kvFlag) String() string { return fmt.Sprint(map[string]string(k)) }
-func (k kvFlag) Set(s string) error {
-	key, v, ok := strings.Cut(s, "=")
-	if !ok || key == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", s)
-	}
-	k[key] = v
-	return nil
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rulesPath := fs.String("rules", "", "IPv4 rules file (iptables-restore format)")
-	rules6Path := fs.String("rules6", "", "IPv6 rules file (ip6tables-restore format)")
-	local := fs.String("local", "", "the protected host's addresses or prefixes, comma-separated (before the rewrite)")
-	interval := fs.Duration("interval", 300*time.Microsecond, "time between two packets sent to the kernel")
-	timing := fs.Bool("timing", false, "send at the capture's own times (for -m limit / -m hashlimit rules)")
-	capture := fs.Bool("capture", true, "also compare per-packet verdicts (which packets came out of the kernel's router)")
-	noFTP := fs.Bool("no-ftp-helper", false, "no FTP conntrack helper on tcp port 21 (on both sides)")
+	var kf kernelreplay.Flags
+	kf.Register(fs, 300*time.Microsecond)
 	verbose := fs.Bool("v", false, "print both iptables-save -c texts too")
-	sysctls := kvFlag{}
-	fs.Var(sysctls, "sysctl", "KEY=VALUE set in the kernel's router before the replay (repeatable); filterd follows the recorded conntrack settings")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: parity [options] PCAP")
 		fs.PrintDefaults()
@@ -76,45 +56,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *rulesPath == "" && *rules6Path == "" {
-		fmt.Fprintln(stderr, "parity: give --rules and/or --rules6")
-		return 2
-	}
-	var rules, rules6 string
-	for _, x := range []struct {
-		path string
-		dst  *string
-	}{{*rulesPath, &rules}, {*rules6Path, &rules6}} {
-		if x.path == "" {
-			continue
-		}
-		b, err := os.ReadFile(x.path)
-		if err != nil {
-			fmt.Fprintln(stderr, "parity:", err)
-			return 2
-		}
-		*x.dst = string(b)
-	}
-	locals, err := kernelreplay.ParseLocal(*local)
+	cfg, err := kf.Config(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintln(stderr, "parity:", err)
+		return 2
+	}
+	if cfg.Rules == "" && cfg.Rules6 == "" {
+		fmt.Fprintln(stderr, "parity: give --rules and/or --rules6")
 		return 2
 	}
 	if err := netns.RequireRoot(); err != nil {
 		fmt.Fprintln(stderr, "parity: the kernel replay needs root:", err)
 		return 1
 	}
-	for _, pfx := range []string{"fdkr-c", "fdkr-r", "fdkr-s"} {
-		if removed, err := netns.RemoveStale(ctx, pfx); len(removed) > 0 || err != nil {
-			fmt.Fprintf(stderr, "parity: removed stale namespaces %v %v\n", removed, err)
-		}
+	if removed, err := kernelreplay.RemoveStale(ctx); len(removed) > 0 || err != nil {
+		fmt.Fprintf(stderr, "parity: removed stale namespaces %v %v\n", removed, err)
 	}
-	rep, err := parity.Compare(ctx, kernelreplay.Config{
-		Rules: rules, Rules6: rules6, Pcap: fs.Arg(0), Local: locals,
-		Interval: *interval, KeepTiming: *timing, Capture: *capture,
-		Sysctls: sysctls, NoFTPHelper: *noFTP,
-		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	rep, err := parity.Compare(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "parity:", err)
 		return 1
