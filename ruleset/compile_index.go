@@ -209,21 +209,10 @@ func newBuilder128() *ivBuilder[u128] {
 
 // Specialised lookups (no function-value calls on the packet path).
 
-func lookup16(x *ivIndex[uint16], k uint16) []int32 {
-	b := x.bounds
-	lo, hi := 0, len(b)
-	for hi-lo > 1 {
-		mid := int(uint(lo+hi) >> 1)
-		if k < b[mid] {
-			hi = mid
-		} else {
-			lo = mid
-		}
-	}
-	return x.flat[x.start[lo]:x.start[lo+1]]
-}
-
-func lookup32(x *ivIndex[uint32], k uint32) []int32 {
+// lookupN is the lookup for the unsigned integer keys (ports, IPv4
+// addresses); each key type gets its own instantiation, so the comparison
+// is a plain machine compare.
+func lookupN[T uint16 | uint32](x *ivIndex[T], k T) []int32 {
 	b := x.bounds
 	lo, hi := 0, len(b)
 	for hi-lo > 1 {
@@ -264,20 +253,20 @@ type chainIndex struct {
 func (x *chainIndex) candidates(p *packet.Packet, it *candidates) {
 	if p.Src.Is4() {
 		if x.src4 != nil {
-			it.add(lookup32(x.src4, addr32(p.Src)))
+			it.add(lookupN(x.src4, addr32(p.Src)))
 		}
 	} else if p.Src.Is6() && x.src6 != nil {
 		it.add(lookup128(x.src6, addr128(p.Src)))
 	}
 	if p.Dst.Is4() {
 		if x.dst4 != nil {
-			it.add(lookup32(x.dst4, addr32(p.Dst)))
+			it.add(lookupN(x.dst4, addr32(p.Dst)))
 		}
 	} else if p.Dst.Is6() && x.dst6 != nil {
 		it.add(lookup128(x.dst6, addr128(p.Dst)))
 	}
 	if pi := x.ports[p.Proto]; pi != nil && !p.Fragment {
-		it.add(lookup16(pi, p.DstPort))
+		it.add(lookupN(pi, p.DstPort))
 	}
 	it.add(x.proto[p.Proto])
 	it.add(x.wild)
