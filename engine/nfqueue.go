@@ -307,6 +307,11 @@ type QueuedPacket struct {
 	// CtInfo is the kernel's enum ip_conntrack_info (HasCtInfo when attached).
 	CtInfo    uint32
 	HasCtInfo bool
+	// Received is the packet's clock: when the driver read it (a batching
+	// driver reads the clock once per batch), or the kernel's timestamp.
+	// Zero: the handler reads the clock itself. Verdict latency is measured
+	// from it.
+	Received time.Time
 }
 
 // QueueHandler is the per-packet logic shared by the NFQUEUE drivers: it
@@ -386,7 +391,10 @@ func (r *nfqRunner) handlePacket(a *QueuedPacket) {
 		r.verdict(id, nfqueue.NfAccept)
 		return
 	}
-	start := time.Now()
+	start := a.Received
+	if start.IsZero() {
+		start = time.Now()
+	}
 	data := a.Payload
 	verdicted := false
 	defer func() {

@@ -134,6 +134,7 @@ func (r *engineRunner) handle(pkts []Packet, vs []Verdict) {
 			UID: p.Meta.UID, GID: p.Meta.GID, HasOwner: p.Meta.HasOwner,
 			HwProtocol: p.HWProtocol, HasHwProtocol: p.HWProtocol != 0,
 			CtInfo: p.CTInfo, HasCtInfo: p.HasCTInfo,
+			Received: p.Received, // one clock read per receive batch
 		}
 		if p.Meta.HasMAC {
 			qp.HwAddr = p.Meta.SrcMAC[:]

@@ -142,6 +142,9 @@ type Packet struct {
 	// Truncated is true when the netlink message did not fit the receive
 	// buffer (MSG_TRUNC): the id is valid, L3 may be cut.
 	Truncated bool
+	// Received is when the driver read the packet's batch (the clock is read
+	// once per receive call).
+	Received time.Time
 }
 
 // ErrShort is returned (wrapped) for a message shorter than its headers say.
@@ -208,6 +211,7 @@ func (ps *parser) parseMsg(msg []byte, p *Packet) (msgInfo, error) {
 	}
 	*p = Packet{}
 	p.Meta.Time = ps.now
+	p.Received = ps.now
 	seenHdr := false
 	b := msg[nlmsgHdrLen+nfgenHdrLen:]
 	for len(b) >= nlaHdrLen {

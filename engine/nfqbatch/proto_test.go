@@ -137,6 +137,7 @@ func TestParsePacketAllAttributes(t *testing.T) {
 	want := Packet{
 		ID: 0xdeadbeef, HWProtocol: 0x0800, Hook: packet.HookOutput, L3: l3, OrigLen: 9000,
 		InIndex: 2, OutIndex: 3, CT: ct, CTInfo: 2, HasCTInfo: true, SKBInfo: 1,
+		Received: time.Unix(1, 0), // the receive time, even when the kernel stamped the packet
 		Meta: packet.Meta{
 			Time: time.Unix(1_700_000_000, 123456000), Hook: packet.HookOutput, InIface: "veth0", OutIface: "eth1",
 			Mark: 0x1234, UID: 1000, GID: 100, HasOwner: true,
