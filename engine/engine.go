@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -62,6 +63,7 @@ type Config struct {
 // tables can be swapped atomically while workers run.
 type Engine struct {
 	cfg   Config
+	local localSet
 	rules atomic.Pointer[Rules]
 }
 
@@ -88,7 +90,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{cfg: cfg}
+	e := &Engine{cfg: cfg, local: newLocalSet(cfg.Local)}
 	r := cfg.Rules
 	e.rules.Store(&r)
 	return e, nil
@@ -105,8 +107,50 @@ func (e *Engine) Rules() Rules { return *e.rules.Load() }
 func (e *Engine) Conntrack() *conntrack.Table { return e.cfg.Conntrack }
 
 // isLocal reports whether a belongs to the protected host.
-func (e *Engine) isLocal(a netip.Addr) bool {
-	for _, p := range e.cfg.Local {
+func (e *Engine) isLocal(a netip.Addr) bool { return e.local.contains(a) }
+
+// localSet is Config.Local prepared for a test per packet address: IPv4
+// prefixes as masked 32-bit words (no netip.Prefix.Contains per packet).
+type localSet struct {
+	v4 []v4Net
+	v6 []netip.Prefix
+}
+
+type v4Net struct{ net, mask uint32 }
+
+func newLocalSet(pfx []netip.Prefix) localSet {
+	var s localSet
+	for _, p := range pfx {
+		if !p.IsValid() {
+			continue
+		}
+		p = p.Masked()
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			mask := ^uint32(0)
+			if p.Bits() < 32 {
+				mask = ^(^uint32(0) >> p.Bits())
+			}
+			s.v4 = append(s.v4, v4Net{net: binary.BigEndian.Uint32(b[:]), mask: mask})
+		} else {
+			s.v6 = append(s.v6, p)
+		}
+	}
+	return s
+}
+
+func (s *localSet) contains(a netip.Addr) bool {
+	if a.Is4() {
+		b := a.As4()
+		w := binary.BigEndian.Uint32(b[:])
+		for _, n := range s.v4 {
+			if w&n.mask == n.net {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range s.v6 {
 		if p.Contains(a) {
 			return true
 		}
