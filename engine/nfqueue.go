@@ -56,7 +56,39 @@ type NFQueueConfig struct {
 	// IfaceTTL is how long interface index → name lookups are cached
 	// (default 10 s).
 	IfaceTTL time.Duration
+	// Offload hands accepted ESTABLISHED flows to the kernel (filterd run
+	// --offload established); the zero value is off.
+	Offload Offload
 }
+
+// Offload is the flow offload ("bypass", as Suricata calls it): a packet
+// the engine accepts while its flow is ESTABLISHED in filterd's conntrack
+// is verdicted NF_REPEAT with Mark set in its nfmark (under Mask, the other
+// bits kept). The kernel runs the hook's chain again from the top, where
+// rules installed for it save the mark into the kernel's conntrack entry
+// (CONNMARK --save-mark) and accept packets whose connmark has it, before
+// the NFQUEUE rule: that packet and every later one of the flow, in either
+// direction, is accepted by the kernel without being queued. Setting the
+// connmark in the verdict itself (NFQA_CT) needs a kernel built with
+// CONFIG_NETFILTER_NETLINK_GLUE_CT; this needs only xt_connmark.
+//
+// An offloaded flow is no longer seen by filterd: later rule changes, rate
+// limits and LOG rules do not apply to it, and filterd's conntrack entry
+// ages out.
+type Offload struct {
+	Mark, Mask uint32 // Mask 0: off
+}
+
+// Enabled reports whether offload is on.
+func (o Offload) Enabled() bool { return o.Mask != 0 }
+
+// mark returns the nfmark an offloaded packet carrying old gets.
+func (o Offload) mark(old uint32) uint32 { return old&^o.Mask | o.Mark }
+
+// marked reports whether a packet with nfmark m already carries the offload
+// mark: it was offloaded before and came back to the queue (the connmark
+// rules are missing), so it is accepted plainly instead of repeated again.
+func (o Offload) marked(m uint32) bool { return m&o.Mask == o.Mark }
 
 // LatencyBuckets are the upper bounds, in seconds, of the verdict latency
 // histogram kept per queue (from the moment the packet is handed to
@@ -77,8 +109,13 @@ type QueueStats struct {
 	RejectErrors   atomic.Uint64 // replies the raw socket refused
 	ShadowCompared atomic.Uint64 // packets whose kernel state was compared (Shadow)
 	ShadowDiffers  atomic.Uint64 // ... and differed from filterd's
-	Latency        [len(LatencyBuckets) + 1]atomic.Uint64
-	LatencySumNs   atomic.Uint64
+	// Offloaded counts the packets verdicted with the offload mark
+	// (NF_REPEAT): one per offloaded flow, more when several packets of a
+	// flow were already queued before the first one's verdict took effect.
+	// They are counted as accepted too.
+	Offloaded    atomic.Uint64
+	Latency      [len(LatencyBuckets) + 1]atomic.Uint64
+	LatencySumNs atomic.Uint64
 }
 
 // NFQueue verdicts packets from kernel NFQUEUE queues with an Engine.
@@ -94,7 +131,8 @@ type nfqRunner struct {
 	q          *NFQueue
 	num        uint16
 	nf         *nfqueue.Nfqueue
-	send       func(id uint32, verdict int) error // nf.SetVerdict (a stub in benchmarks)
+	send       func(id uint32, verdict int) error              // nf.SetVerdict (a stub in benchmarks)
+	sendMark   func(id uint32, verdict int, mark uint32) error // a verdict that sets the nfmark (offload); nil: offload off
 	w          *Worker
 	stats      QueueStats
 	ifnames    map[uint32]ifInfo
@@ -196,6 +234,9 @@ func (q *NFQueue) open(ctx context.Context, num uint16) (*nfqRunner, error) {
 	r := q.newRunner(num)
 	r.nf = nf
 	r.send = nf.SetVerdict
+	r.sendMark = func(id uint32, verdict int, mark uint32) error {
+		return nf.SetVerdictWithOption(id, verdict, nfqueue.WithMark(mark))
+	}
 	r.portID = nf.Con.PID()
 	if err := nf.RegisterWithErrorFunc(ctx, r.handle, func(err error) int { return r.onError(ctx, err) }); err != nil {
 		nf.Close()
@@ -334,6 +375,13 @@ func NewQueueHandler(eng *Engine, cfg NFQueueConfig, num uint16, send func(id ui
 	return &QueueHandler{r: r}
 }
 
+// SetMarkSender gives the handler a way to send a verdict that also sets
+// the packet's nfmark (NFQA_MARK): NF_REPEAT for an offloaded flow (cfg's
+// Offload). Without it offload stays off. Call it before the first Handle.
+func (h *QueueHandler) SetMarkSender(send func(id uint32, verdict int, mark uint32) error) {
+	h.r.sendMark = send
+}
+
 // Handle verdicts one packet. Every packet gets exactly one verdict,
 // whatever happens (a panic in the engine is counted and the packet
 // dropped, or accepted with FailOpen).
@@ -458,7 +506,12 @@ func (r *nfqRunner) handlePacket(a *QueuedPacket) {
 			return
 		}
 	}
-	r.verdict(id, nfv)
+	if nfv == nfqueue.NfAccept && r.offloadable(a.Mark, data) {
+		r.verdictMark(id, nfqueue.NfRepeat, r.q.cfg.Offload.mark(a.Mark))
+		r.stats.Offloaded.Add(1)
+	} else {
+		r.verdict(id, nfv)
+	}
 	verdicted = true
 	if len(r.frags) > 0 {
 		if key, ok := nfqFragKeyOf(data); ok {
@@ -517,6 +570,30 @@ func (r *nfqRunner) verdict(id uint32, v int) {
 	}
 }
 
+// offloadable reports whether the packet just accepted hands its flow to
+// the kernel: offload is on, filterd's conntrack calls the flow ESTABLISHED
+// (never NEW, RELATED or INVALID), the packet is whole (a fragment's
+// datagram shares one verdict) and does not carry the offload mark already.
+func (r *nfqRunner) offloadable(mark uint32, data []byte) bool {
+	o := r.q.cfg.Offload
+	if !o.Enabled() || r.sendMark == nil || r.w.Packet().CTState != packet.CTEstablished || o.marked(mark) {
+		return false
+	}
+	_, frag := nfqFragKeyOf(data)
+	return !frag
+}
+
+func (r *nfqRunner) verdictMark(id uint32, v int, mark uint32) {
+	if err := r.sendMark(id, v, mark); err != nil {
+		r.stats.VerdictErrors.Add(1)
+		now := time.Now()
+		if now.Sub(r.lastErr) >= time.Second {
+			r.lastErr = now
+			r.log.Error("nfqueue: verdict", "id", id, "err", err)
+		}
+	}
+}
+
 func (r *nfqRunner) reject(data []byte, v Verdict) {
 	rj := r.q.cfg.Rejecter
 	if rj == nil {
@@ -524,8 +601,8 @@ func (r *nfqRunner) reject(data []byte, v Verdict) {
 	}
 	p := r.w.Packet()
 	var ok bool
-	r.rej, ok = AppendReject(r.rej[:0], data, p, v.RejectWith)
-	if !ok || !rj.Allow(p, v.RejectWith, p.Meta.Time) {
+	r.rej, ok = AppendReject(r.rej[:0], data, p, v.Result.RejectWith)
+	if !ok || !rj.Allow(p, v.Result.RejectWith, p.Meta.Time) {
 		r.stats.RejectLimited.Add(1)
 		return
 	}

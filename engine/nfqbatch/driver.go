@@ -61,6 +61,7 @@ func OpenEngine(eng *engine.Engine, cfg engine.NFQueueConfig) (*Engines, error) 
 		}
 		r := &engineRunner{q: q}
 		r.h = engine.NewQueueHandler(eng, cfg, num, r.send)
+		r.h.SetMarkSender(r.sendMark)
 		if cfg.Logger != nil {
 			l := cfg.Logger.With("queue", num)
 			r.log, r.warn = l.Error, l.Warn
@@ -111,6 +112,20 @@ func (r *engineRunner) send(id uint32, v int) error {
 		return nil
 	}
 	r.q.Verdict(id, Verdict{Action: Action(v)})
+	return nil
+}
+
+// sendMark is the QueueHandler's verdict function for a verdict that sets
+// the packet's nfmark (an offloaded flow's NF_REPEAT): sent per packet,
+// never covered by the batch accept.
+func (r *engineRunner) sendMark(id uint32, v int, mark uint32) error {
+	vd := Verdict{Action: Action(v), Mark: mark, SetMark: true}
+	if !r.set && id == r.curID && r.vs != nil {
+		r.vs[r.cur] = vd
+		r.set = true
+		return nil
+	}
+	r.q.Verdict(id, vd)
 	return nil
 }
 
