@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ import (
 // per-packet path beyond the engine's own atomics).
 type metricsCollector struct {
 	d *daemon
+	// offloadReadErrs counts scrapes whose iptables-save failed.
+	offloadReadErrs atomic.Uint64
 
 	packets, bytes          *prometheus.Desc
 	rulePackets, ruleBytes  *prometheus.Desc
@@ -41,6 +44,10 @@ type metricsCollector struct {
 	hashlimitBuckets        *prometheus.Desc
 	recentEntries           *prometheus.Desc
 	panics                  *prometheus.Desc
+	offloaded               *prometheus.Desc
+	offloadPackets          *prometheus.Desc
+	offloadBytes            *prometheus.Desc
+	offloadErrors           *prometheus.Desc
 }
 
 func newMetricsCollector(d *daemon) *metricsCollector {
@@ -71,6 +78,10 @@ func newMetricsCollector(d *daemon) *metricsCollector {
 		hashlimitBuckets: n("hashlimit_buckets", "Buckets (tracked keys) in each -m hashlimit table (/proc/net/ipt_hashlimit/NAME lines).", "family", "name"),
 		recentEntries:    n("recent_entries", "Addresses in each -m recent list.", "family", "name"),
 		panics:           n("queue_panics_total", "Packets whose processing panicked (verdicted, logged).", "queue"),
+		offloaded:        n("offloaded_flows_total", "Flows handed to the kernel (--offload established): packets verdicted NF_REPEAT with the offload mark, normally one per flow (more when several packets of a flow were queued before the first one's verdict took effect).", "queue"),
+		offloadPackets:   n("offload_kernel_packets_total", "Packets of offloaded flows the kernel accepted without queueing them (the connmark ACCEPT rule's counter; reset when the rules are reinstalled).", "family", "chain"),
+		offloadBytes:     n("offload_kernel_bytes_total", "Bytes of offloaded flows the kernel accepted without queueing them.", "family", "chain"),
+		offloadErrors:    n("offload_kernel_read_errors_total", "Scrapes that could not read the offload rules' counters (iptables-save failed)."),
 		reloads:          n("reloads_total", "Successful rule reloads."),
 		reloadFailures:   n("reload_failures_total", "Refused rule reloads (the old rules stayed)."),
 	}
@@ -97,6 +108,9 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(m.enobufs, s.ENOBUFS.Load(), q)
 		counter(m.verdictErrs, s.VerdictErrors.Load(), q)
 		counter(m.panics, s.Panics.Load(), q)
+		if d.o.offload == "established" {
+			counter(m.offloaded, s.Offloaded.Load(), q)
+		}
 		counter(m.rejects, s.RejectSent.Load(), q)
 		counter(m.rejectsLimited, s.RejectLimited.Load(), q)
 		if d.o.shadow {
@@ -126,6 +140,20 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(m.qUserDropped, p.UserDropped, q)
 			gauge(m.qWaiting, float64(p.Waiting), q)
 		}
+	}
+	if in := d.offload.Load(); in != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cs, err := in.offloadCounters(ctx)
+		cancel()
+		if err != nil {
+			m.offloadReadErrs.Add(1)
+			d.log.Warn("metrics: reading the offload rules' counters", "err", err)
+		}
+		for _, c := range cs {
+			counter(m.offloadPackets, c.packets, c.family, c.chain)
+			counter(m.offloadBytes, c.bytes, c.family, c.chain)
+		}
+		counter(m.offloadErrors, m.offloadReadErrs.Load())
 	}
 	rules := d.eng.Rules()
 	for _, x := range []struct {

@@ -48,6 +48,8 @@ type runFlags struct {
 	shadowEvery   time.Duration
 	pprof         bool
 	driver        string
+	offload       string
+	offloadMark   string
 }
 
 func (o *runFlags) register(fs *flag.FlagSet) {
@@ -72,6 +74,8 @@ func (o *runFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.shadowEvery, "shadow-interval", 10*time.Second, "with --shadow: how often to compare the flow tables")
 	fs.BoolVar(&o.pprof, "pprof", false, "with --metrics: also serve Go's /debug/pprof profiles there")
 	fs.StringVar(&o.driver, "driver", "batch", "NFQUEUE `driver`: batch (recvmmsg, verdicts batched, no allocation per packet) or gonfqueue (go-nfqueue, one verdict per packet: the simple reference)")
+	fs.StringVar(&o.offload, "offload", "none", "with --install: `none` or established: hand a flow to the kernel once filterd accepts one of its packets while it is ESTABLISHED (the packet is repeated with --offload-mark, installed CONNMARK rules save it into the kernel's conntrack entry and accept the flow's packets before the NFQUEUE rule). Offloaded flows run at kernel speed but are no longer seen by filterd: later rule changes (SIGHUP), rate limits and LOG rules do not apply to them, and filterd's conntrack entry ages out")
+	fs.StringVar(&o.offloadMark, "offload-mark", "0x40000000", "with --offload established: the mark `value[/mask]` (nfmark and connmark bits) that says a flow is offloaded; pick bits nothing else on the host sets (default mask: the value)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 2*time.Second, "on exit, how long to wait for queued packets to be verdicted")
 }
 
@@ -146,6 +150,9 @@ type daemon struct {
 	shadowMu   sync.Mutex
 	shadowLast shadowResult
 	mu         sync.Mutex // serialises reloads
+	// offload is the installer whose offload rules' counters the metrics
+	// report (nil without --offload established).
+	offload atomic.Pointer[installer]
 }
 
 func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -155,7 +162,8 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	o.register(fs)
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintln(w, "usage: filterd run --rules FILE [--rules6 FILE] --queues N|N-M [--install [--hooks INPUT,OUTPUT[,FORWARD]] [--queue-bypass]]")
+		fmt.Fprintln(w, "usage: filterd run --rules FILE [--rules6 FILE] --queues N|N-M [--install [--hooks INPUT,OUTPUT[,FORWARD]] [--queue-bypass]")
+		fmt.Fprintln(w, "                   [--offload established [--offload-mark V[/M]]]]")
 		fmt.Fprintln(w, "                   [--fail-open] [--metrics ADDR] [--control SOCK] [--local ADDRS] [options]")
 		fmt.Fprintln(w, "\nVerdicts live packets from the kernel's NFQUEUE with the engine (root: CAP_NET_ADMIN, CAP_NET_RAW).")
 		fmt.Fprintln(w, "SIGHUP reloads the rules files (a broken file is reported and the old rules stay);")
@@ -181,6 +189,15 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	queues, err := parseQueues(o.queues)
 	if err != nil {
 		fmt.Fprintf(stderr, "filterd run: --queues %v\n", err)
+		return exitBadInput
+	}
+	offload, err := parseOffload(o.offload, o.offloadMark)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd run: %v\n", err)
+		return exitBadInput
+	}
+	if offload.Enabled() && !o.install {
+		fmt.Fprintln(stderr, "filterd run: --offload established needs --install (filterd installs the CONNMARK rules that accept offloaded flows in the kernel)")
 		return exitBadInput
 	}
 	hooks, err := parseHooks(o.hooks)
@@ -269,6 +286,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		Local:       local,
 		Rejecter:    rej,
 		Logger:      log,
+		Offload:     offload,
 	}
 	d.nfq, err = openQueues(o.driver, d.eng, qcfg)
 	if o.shadow && errors.Is(err, engine.ErrShadowUnsupported) {
@@ -313,6 +331,10 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var inst *installer
 	if o.install {
 		inst = newInstaller(queues, hooks, o.bypass, o.cpuFanout, o.shadow)
+		if offload.Enabled() {
+			inst.addOffload(offload)
+			d.offload.Store(inst)
+		}
 		if err := inst.install(ctx); err != nil {
 			fmt.Fprintf(stderr, "filterd run: --install: %v\n", err)
 			inst.remove(context.Background())
@@ -325,7 +347,7 @@ func runDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		servers = append(servers, d.runShadow(o.shadowEvery))
 	}
 	log.Info("filterd: ready", "driver", o.driver, "queues", o.queues, "rules", o.rules, "rules6", o.rules6, "install", o.install,
-		"bypass", o.bypass, "pid", os.Getpid())
+		"bypass", o.bypass, "offload", o.offload, "pid", os.Getpid())
 loop:
 	for {
 		select {
@@ -341,6 +363,10 @@ loop:
 	}
 	log.Info("filterd: stopping")
 	code = exitOK
+	if offload.Enabled() {
+		// The kernel's counters go with the rules: read them first.
+		d.logOffload(inst)
+	}
 	if inst != nil {
 		if err := inst.remove(context.Background()); err != nil {
 			log.Error("filterd: removing the NFQUEUE rules", "err", err)
@@ -352,10 +378,65 @@ loop:
 		log.Warn("filterd: drain", "err", err)
 	}
 	cancel()
+	// The queues are still bound: the kernel's counters of each are in
+	// /proc until stopQueues unbinds them, and no packet arrives any more.
+	d.logQueues()
 	stopQueues()
 	stopServers()
-	log.Info("filterd: stopped", "packets", d.totalPackets())
+	log.Info("filterd: stopped", "packets", d.totalPackets(), "offloaded", d.totalOffloaded())
 	return code
+}
+
+// logQueues logs, per queue, what filterd verdicted and the kernel's
+// counters for it (/proc/net/netfilter/nfnetlink_queue): every packet the
+// kernel queued either got an id (id_sequence; delivered to filterd, which
+// verdicted it, or lost to a full socket: user_dropped) or was dropped for
+// a full queue (queue_dropped).
+func (d *daemon) logQueues() {
+	kq := map[uint16]engine.QueueProc{}
+	if qs, err := engine.ReadQueueProc("/proc/net/netfilter/nfnetlink_queue"); err == nil {
+		for _, p := range qs {
+			kq[p.Queue] = p
+		}
+	} else {
+		d.log.Warn("filterd: reading the kernel's queue counters", "err", err)
+	}
+	for _, s := range d.nfq.Stats() {
+		var n uint64
+		for i := range s.Packets {
+			n += s.Packets[i].Load()
+		}
+		k := kq[s.Queue]
+		d.log.Info("filterd: queue summary", "queue", s.Queue, "verdicted", n, "offloaded", s.Offloaded.Load(),
+			"kernel_id_sequence", k.IDSequence, "kernel_queue_dropped", k.Dropped, "kernel_user_dropped", k.UserDropped,
+			"kernel_waiting", k.Waiting)
+	}
+}
+
+func (d *daemon) totalOffloaded() uint64 {
+	var n uint64
+	for _, s := range d.nfq.Stats() {
+		n += s.Offloaded.Load()
+	}
+	return n
+}
+
+// logOffload logs what the kernel accepted for offloaded flows (the
+// connmark rules' counters, read before the rules are removed).
+func (d *daemon) logOffload(in *installer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := in.offloadCounters(ctx)
+	if err != nil {
+		d.log.Warn("filterd: reading the offload rules' counters", "err", err)
+		return
+	}
+	var pk, by uint64
+	for _, c := range cs {
+		pk += c.packets
+		by += c.bytes
+	}
+	d.log.Info("filterd: offload summary", "offloaded", d.totalOffloaded(), "kernel_packets", pk, "kernel_bytes", by)
 }
 
 func (d *daemon) totalPackets() uint64 {
@@ -438,6 +519,9 @@ func parseHooks(s string) ([]packet.Hook, error) {
 type installer struct {
 	rules []installRule
 	done  []installRule
+	// cmds and chains are the iptables commands and chains the rules go
+	// into (read-only after construction).
+	cmds, chains []string
 }
 
 type installRule struct {
@@ -465,13 +549,135 @@ func newInstaller(queues []uint16, hooks []packet.Hook, bypass, fanout, shadow b
 	if bypass {
 		spec = append(spec, "--queue-bypass")
 	}
-	in := &installer{}
-	for _, cmd := range []string{"iptables", "ip6tables"} {
-		for _, h := range hooks {
-			in.rules = append(in.rules, installRule{cmd: cmd, chain: h.String(), spec: spec})
+	in := &installer{cmds: []string{"iptables", "ip6tables"}}
+	for _, h := range hooks {
+		in.chains = append(in.chains, h.String())
+	}
+	for _, cmd := range in.cmds {
+		for _, chain := range in.chains {
+			in.rules = append(in.rules, installRule{cmd: cmd, chain: chain, spec: spec})
 		}
 	}
 	return in
+}
+
+// addOffload adds the offload rules of every diverted chain: above its
+// NFQUEUE rule (install inserts each rule at the top, in order) a packet
+// carrying the mark (one filterd verdicted NF_REPEAT with it, the hook's
+// chain running again) saves it into its conntrack entry's mark, and a
+// packet whose connmark has it is accepted:
+//
+//	-m mark --mark V/M -m comment --comment filterd -j CONNMARK --save-mark --nfmask M --ctmask M
+//	-m connmark --mark V/M -m comment --comment filterd -j ACCEPT
+//	-m comment --comment filterd -j NFQUEUE ...
+//
+// CONNMARK and connmark turn the kernel's connection tracking on in the
+// namespace (the mark lives in its entries).
+func (in *installer) addOffload(o engine.Offload) {
+	vm := fmt.Sprintf("0x%x/0x%x", o.Mark, o.Mask)
+	mask := fmt.Sprintf("0x%x", o.Mask)
+	for _, cmd := range in.cmds {
+		for _, chain := range in.chains {
+			in.rules = append(in.rules,
+				installRule{cmd: cmd, chain: chain, spec: []string{"-m", "connmark", "--mark", vm, "-m", "comment", "--comment", "filterd", "-j", "ACCEPT"}},
+				installRule{cmd: cmd, chain: chain, spec: []string{"-m", "mark", "--mark", vm, "-m", "comment", "--comment", "filterd",
+					"-j", "CONNMARK", "--save-mark", "--nfmask", mask, "--ctmask", mask}})
+		}
+	}
+}
+
+// offloadCount is what one offload ACCEPT rule counted in the kernel.
+type offloadCount struct {
+	family, chain  string
+	packets, bytes uint64
+}
+
+// offloadCounters reads the kernel's counters of the offload ACCEPT rules
+// (iptables-save -c): the packets of offloaded flows the kernel accepted
+// without queueing them.
+func (in *installer) offloadCounters(ctx context.Context) ([]offloadCount, error) {
+	var out []offloadCount
+	for _, cmd := range in.cmds {
+		b, err := iptablesSave(ctx, cmd+"-save")
+		if err != nil {
+			return out, err
+		}
+		fam := map[string]string{"iptables": "ipv4", "ip6tables": "ipv6"}[cmd]
+		cs, err := parseOffloadCounters(string(b), in.chains)
+		if err != nil {
+			return out, fmt.Errorf("%s-save: %w", cmd, err)
+		}
+		for _, c := range cs {
+			c.family = fam
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// parseOffloadCounters finds, in iptables-save -c output, the counters of
+// filterd's connmark ACCEPT rule in each of chains ([pkts:bytes] -A CHAIN
+// -m connmark --mark ... -m comment --comment filterd -j ACCEPT).
+func parseOffloadCounters(save string, chains []string) ([]offloadCount, error) {
+	var out []offloadCount
+	table := ""
+	for i, line := range strings.Split(save, "\n") {
+		if strings.HasPrefix(line, "*") {
+			table = line[1:]
+			continue
+		}
+		if table != "filter" || !strings.HasPrefix(line, "[") || !strings.Contains(line, " -m connmark --mark ") ||
+			!strings.Contains(line, " --comment filterd ") || !strings.HasSuffix(line, " -j ACCEPT") {
+			continue
+		}
+		cnt, rule, ok := strings.Cut(line[1:], "] -A ")
+		if !ok {
+			return out, fmt.Errorf("line %d: %q: want [packets:bytes] -A CHAIN ...", i+1, line)
+		}
+		chain, _, _ := strings.Cut(rule, " ")
+		found := false
+		for _, c := range chains {
+			found = found || c == chain
+		}
+		if !found {
+			continue
+		}
+		p, b, _ := strings.Cut(cnt, ":")
+		pk, err1 := strconv.ParseUint(p, 10, 64)
+		by, err2 := strconv.ParseUint(b, 10, 64)
+		if err1 != nil || err2 != nil {
+			return out, fmt.Errorf("line %d: counters %q: want [packets:bytes]", i+1, cnt)
+		}
+		out = append(out, offloadCount{chain: chain, packets: pk, bytes: by})
+	}
+	return out, nil
+}
+
+// parseOffload parses --offload and --offload-mark (value or value/mask,
+// decimal or 0x hex); the zero Offload is off.
+func parseOffload(mode, mark string) (engine.Offload, error) {
+	switch mode {
+	case "none", "":
+		return engine.Offload{}, nil
+	case "established":
+	default:
+		return engine.Offload{}, fmt.Errorf("--offload %q: want none or established", mode)
+	}
+	vs, ms, hasMask := strings.Cut(mark, "/")
+	v, err := strconv.ParseUint(strings.TrimSpace(vs), 0, 32)
+	if err != nil {
+		return engine.Offload{}, fmt.Errorf("--offload-mark %q: want a 32-bit value[/mask] such as 0x40000000", mark)
+	}
+	m := v
+	if hasMask {
+		if m, err = strconv.ParseUint(strings.TrimSpace(ms), 0, 32); err != nil {
+			return engine.Offload{}, fmt.Errorf("--offload-mark %q: want a 32-bit value[/mask] such as 0x40000000/0x40000000", mark)
+		}
+	}
+	if v == 0 || v&^m != 0 {
+		return engine.Offload{}, fmt.Errorf("--offload-mark %q: the value must be non-zero and within the mask", mark)
+	}
+	return engine.Offload{Mark: uint32(v), Mask: uint32(m)}, nil
 }
 
 func (in *installer) install(ctx context.Context) error {
@@ -497,6 +703,17 @@ func (in *installer) remove(ctx context.Context) error {
 	}
 	in.done = nil
 	return errors.Join(errs...)
+}
+
+// iptablesSave runs iptables-save (or ip6tables-save) -c for the filter table.
+func iptablesSave(ctx context.Context, cmd string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cmd, "-c", "-t", "filter").Output()
+	if err != nil {
+		return out, fmt.Errorf("%s -c -t filter: %w", cmd, err)
+	}
+	return out, nil
 }
 
 func iptables(ctx context.Context, cmd string, args ...string) ([]byte, error) {
