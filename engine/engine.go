@@ -167,7 +167,7 @@ const (
 	Accept Action = iota
 	// Drop discards it.
 	Drop
-	// Reject discards it and answers with Verdict.RejectWith.
+	// Reject discards it and answers with Verdict.Result.RejectWith.
 	Reject
 	// Held means the packet is a fragment kept for reassembly; the
 	// reassembled datagram gets the verdict when it is complete.
@@ -197,9 +197,10 @@ const (
 
 // Verdict is the engine's decision for one packet.
 type Verdict struct {
-	Action     Action
-	Reason     Reason
-	RejectWith ruleset.RejectWith
+	// (Nine scalar fields at most, Result's included, so that a Verdict is
+	// returned in registers.)
+	Action Action
+	Reason Reason
 	// Hook is the hook whose chain decided (the last one, for loopback).
 	Hook packet.Hook
 	// Result is the rule evaluation's outcome when Reason is ReasonRules and
@@ -341,7 +342,6 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 		ref.Confirm(p)
 	case ruleset.VerdictReject:
 		v.Action = Reject
-		v.RejectWith = v.Result.RejectWith
 		ref.Drop()
 	default:
 		v.Action = Drop

@@ -203,7 +203,7 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 	if v.Action != Accept {
 		src.Dropped++
 	}
-	if v.Action == Reject && RejectWouldReply(p, v.RejectWith) {
+	if v.Action == Reject && RejectWouldReply(p, v.Result.RejectWith) {
 		s.Rejects++
 	}
 }
