@@ -34,9 +34,9 @@ func (t *Table) Range(f func(Entry) bool) {
 		buf = buf[:0]
 		s.mu.Lock()
 		for _, head := range s.buckets {
-			for idx := head; idx != 0; {
-				e := s.at(idx - 1)
-				idx = s.lnk(idx - 1).next
+			for c := head; c != 0; {
+				e := s.at(c.idx1() - 1)
+				c = s.lnk(c.idx1() - 1).next
 				buf = append(buf, e.snapshot(now))
 			}
 		}
@@ -238,9 +238,9 @@ func (t *Table) Get(k Key) (Entry, bool) {
 	s := &t.shards[sh]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for idx := s.buckets[b]; idx != 0; {
-		e := s.at(idx - 1)
-		idx = s.lnk(idx - 1).next
+	for c := s.buckets[b]; c != 0; {
+		e := s.at(c.idx1() - 1)
+		c = s.lnk(c.idx1() - 1).next
 		if e.key == k || (hasInv && e.key == kinv) {
 			if e.expires <= now {
 				return Entry{}, false

@@ -65,6 +65,7 @@ type entry struct {
 	bucket    uint32
 	gen       uint32 // bumped when the entry is freed; guards stale Refs
 	status    uint16
+	tag       uint32 // hashTag of the flow, as the pointers to it in chains hold it
 	packets   [2]uint64
 	bytes     [2]uint64
 	udpStream int64 // UDP: stream_ts, the time after which a reply makes the flow a stream
@@ -79,7 +80,7 @@ type shardStats struct {
 
 type shard struct {
 	mu      sync.Mutex
-	buckets []int32 // index+1 of the first entry, 0 when empty
+	buckets []cptr // the first entry of each chain, 0 when empty
 	chunks  [][]entry
 	links   [][]link // per entry, chunked as chunks
 	nalloc  int32
@@ -133,7 +134,7 @@ func New(cfg Config) *Table {
 	t.bucketMask = uint64(nb - 1)
 	t.shards = make([]shard, n)
 	for i := range t.shards {
-		t.shards[i].buckets = make([]int32, nb)
+		t.shards[i].buckets = make([]cptr, nb)
 	}
 	seed := cfg.HashSeed
 	var b [32]byte
@@ -208,12 +209,37 @@ func (t *Table) shardOf(h uint64) (uint32, uint32) {
 // line of each entry (a miss to memory each in a large table), and looks at
 // an entry only when its hash tag matches.
 type link struct {
-	next int32  // index+1 of the next entry in the bucket chain, or free list
-	tag  uint32 // hashTag of the entry's flow
+	next cptr // the next entry in the bucket chain, or in the free list
 }
 
-// hashTag is the part of a flow hash a chain walk compares before the key.
-func hashTag(h uint64) uint32 { return uint32(h >> 24) }
+// cptr points into a chain: the low 32 bits are an entry's index+1 (0: end
+// of the chain), the high 32 bits that entry's hash tag, whose lowest bit
+// says whether the entry has a successor. A lookup thus compares the tag of
+// each entry where the pointer to it lies (the bucket for the first), and
+// stops at a chain's last entry without reading that entry's link: a miss
+// in a bucket of one flow reads the bucket alone, a hit the bucket and the
+// entry.
+type cptr uint64
+
+func mkptr(idx1 int32, tag uint32, more bool) cptr {
+	c := cptr(uint32(idx1)) | cptr(tag&^1)<<32
+	if more {
+		c |= 1 << 32
+	}
+	return c
+}
+
+// idx1 is the entry's index+1 (0 when c ends the chain).
+func (c cptr) idx1() int32 { return int32(uint32(c)) }
+
+func (c cptr) tag() uint32 { return uint32(c>>32) &^ 1 }
+
+// more reports whether the entry c points to has a successor.
+func (c cptr) more() bool { return c&(1<<32) != 0 }
+
+// hashTag is the part of a flow hash a chain walk compares before the key
+// (its lowest bit is cptr's "more" flag).
+func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 1 }
 
 func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
 func (s *shard) lnk(i int32) *link { return &s.links[i>>chunkBits][i&(chunkSize-1)] }
@@ -222,7 +248,7 @@ func (s *shard) alloc() *entry {
 	if s.free != 0 {
 		i := s.free - 1
 		l := s.lnk(i)
-		s.free = l.next
+		s.free = l.next.idx1()
 		*l = link{}
 		return s.at(i)
 	}
@@ -238,7 +264,7 @@ func (s *shard) alloc() *entry {
 
 func (s *shard) release(e *entry) {
 	*e = entry{self: e.self, gen: e.gen + 1}
-	*s.lnk(e.self) = link{next: s.free}
+	*s.lnk(e.self) = link{next: mkptr(s.free, 0, false)}
 	s.free = e.self + 1
 }
 
@@ -246,49 +272,59 @@ func (s *shard) release(e *entry) {
 // bucket b. An expired entry found on the way is removed (lazy expiry, as
 // the kernel's lookup does with nf_ct_gc_expired).
 func (t *Table) find(s *shard, b, tag uint32, k *Key, now int64) (*entry, uint8) {
-	for idx := s.buckets[b]; idx != 0; {
-		l := s.lnk(idx - 1)
-		if l.tag != tag {
-			idx = l.next
-			continue
+	for c := s.buckets[b]; c != 0; {
+		i := c.idx1() - 1
+		if c.tag() == tag {
+			e := s.at(i)
+			var dir uint8
+			switch {
+			case e.key.equal(k):
+				dir = 0
+			case e.key.isInverseOf(k):
+				dir = 1
+			default:
+				goto next
+			}
+			if e.expires <= now {
+				t.remove(s, e)
+				s.stats.expired++
+				return nil, 0
+			}
+			return e, dir
 		}
-		e := s.at(idx - 1)
-		idx = l.next
-		var dir uint8
-		switch {
-		case e.key.equal(k):
-			dir = 0
-		case e.key.isInverseOf(k):
-			dir = 1
-		default:
-			continue
+	next:
+		if !c.more() {
+			break
 		}
-		if e.expires <= now {
-			t.remove(s, e)
-			s.stats.expired++
-			return nil, 0
-		}
-		return e, dir
+		c = s.lnk(i).next
 	}
 	return nil, 0
 }
 
 func (s *shard) link(e *entry) {
-	s.lnk(e.self).next = s.buckets[e.bucket]
-	s.buckets[e.bucket] = e.self + 1
+	head := s.buckets[e.bucket]
+	s.lnk(e.self).next = head
+	s.buckets[e.bucket] = mkptr(e.self+1, e.tag, head != 0)
 	e.status |= stConfirmed
 	s.n++
 }
 
 // remove unlinks a confirmed entry and frees it.
 func (t *Table) remove(s *shard, e *entry) {
-	p := &s.buckets[e.bucket]
-	for *p != 0 {
-		if *p == e.self+1 {
-			*p = s.lnk(e.self).next
+	// p holds the pointer to the entry looked at, prev the pointer to its
+	// predecessor (nil for the first), whose "more" flag clears when e was
+	// the last.
+	var prev *cptr
+	for p := &s.buckets[e.bucket]; *p != 0; {
+		if p.idx1() == e.self+1 {
+			next := s.lnk(e.self).next
+			*p = next
+			if next == 0 && prev != nil {
+				*prev &^= 1 << 32
+			}
 			break
 		}
-		p = &s.lnk(*p - 1).next
+		prev, p = p, &s.lnk(p.idx1()-1).next
 	}
 	s.n--
 	if e.status&stHelper != 0 {
@@ -430,7 +466,7 @@ func (t *Table) newFlow(s *shard, sh, b, tag uint32, k *Key, hasInv bool, p *pac
 	e := s.alloc()
 	e.key = *k
 	e.bucket = b
-	s.lnk(e.self).tag = tag
+	e.tag = tag
 	ctinfo := ctNew
 	if t.exp.n.Load() > 0 && t.exp.match(k, now) {
 		e.status |= stExpected
@@ -520,9 +556,9 @@ func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 	for i := uint32(0); i < earlyDropRange; i++ {
 		bi := (b + i) & uint32(t.bucketMask)
 		freed := 0
-		for idx := s.buckets[bi]; idx != 0; {
-			e := s.at(idx - 1)
-			idx = s.lnk(idx - 1).next
+		for c := s.buckets[bi]; c != 0; {
+			e := s.at(c.idx1() - 1)
+			c = s.lnk(c.idx1() - 1).next
 			if e.expires <= now {
 				t.remove(s, e)
 				s.stats.expired++
@@ -560,7 +596,7 @@ func (r Ref) Confirm(p *packet.Packet) {
 		return // entry went away meanwhile
 	}
 	if r.flags()&refTentative != 0 {
-		if other, _ := t.find(s, e.bucket, s.lnk(e.self).tag, &e.key, now); other != nil {
+		if other, _ := t.find(s, e.bucket, e.tag, &e.key, now); other != nil {
 			// Another worker confirmed the same flow first.
 			s.release(e)
 			t.count.Add(-1)
@@ -619,9 +655,9 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 		s := &t.shards[t.sweepShard]
 		s.mu.Lock()
 		for t.sweepBucket < len(s.buckets) && visited < budget && steps < total {
-			for idx := s.buckets[t.sweepBucket]; idx != 0; {
-				e := s.at(idx - 1)
-				idx = s.lnk(idx - 1).next
+			for c := s.buckets[t.sweepBucket]; c != 0; {
+				e := s.at(c.idx1() - 1)
+				c = s.lnk(c.idx1() - 1).next
 				visited++
 				switch {
 				case e.expires <= n:
