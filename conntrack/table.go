@@ -81,8 +81,15 @@ type shardStats struct {
 type shard struct {
 	mu      sync.Mutex
 	buckets []cptr // the first entry of each chain, 0 when empty
-	chunks  [][]entry
-	links   [][]link // per entry, chunked as chunks
+	// chunks and links hold the entries and their chain links in blocks of
+	// chunkSize, allocated as the shard grows. Both slices have their final
+	// length from the start (enough blocks for the table's Max entries in
+	// this one shard), so their headers never change and a block pointer,
+	// once set, stays: Prefetch may compute an entry's address without the
+	// lock.
+	chunks  []*[chunkSize]entry
+	links   []*[chunkSize]link
+	nchunks int32
 	nalloc  int32
 	free    int32
 	n       int   // confirmed entries
@@ -133,8 +140,11 @@ func New(cfg Config) *Table {
 	}
 	t.bucketMask = uint64(nb - 1)
 	t.shards = make([]shard, n)
+	blocks := (t.cfg.max + chunkSize - 1) / chunkSize
 	for i := range t.shards {
 		t.shards[i].buckets = make([]cptr, nb)
+		t.shards[i].chunks = make([]*[chunkSize]entry, blocks)
+		t.shards[i].links = make([]*[chunkSize]link, blocks)
 	}
 	seed := cfg.HashSeed
 	var b [32]byte
@@ -244,6 +254,8 @@ func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 1 }
 func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
 func (s *shard) lnk(i int32) *link { return &s.links[i>>chunkBits][i&(chunkSize-1)] }
 
+// alloc returns a free entry (nil if the shard has no room left, which
+// the table's bound on its count makes unreachable).
 func (s *shard) alloc() *entry {
 	if s.free != 0 {
 		i := s.free - 1
@@ -252,9 +264,16 @@ func (s *shard) alloc() *entry {
 		*l = link{}
 		return s.at(i)
 	}
-	if int(s.nalloc) == len(s.chunks)*chunkSize {
-		s.chunks = append(s.chunks, make([]entry, chunkSize))
-		s.links = append(s.links, make([]link, chunkSize))
+	if s.nalloc == s.nchunks*chunkSize {
+		// The table's count never passes Max and freed entries are reused
+		// first, so nalloc stays below Max and the block exists; were it
+		// not so, the new flow is refused as when the table is full.
+		if int(s.nchunks) == len(s.chunks) {
+			return nil
+		}
+		s.chunks[s.nchunks] = new([chunkSize]entry)
+		s.links[s.nchunks] = new([chunkSize]link)
+		s.nchunks++
 	}
 	e := s.at(s.nalloc)
 	e.self = s.nalloc
@@ -452,18 +471,19 @@ func (t *Table) newFlow(s *shard, sh, b, tag uint32, k *Key, hasInv bool, p *pac
 		p.CTState = packet.CTInvalid
 		return Ref{}
 	}
-	if t.count.Add(1) > t.cfg.max {
-		if !t.earlyDrop(s, b, now) {
-			t.gcEarlyDrop.Store(true)
-			t.count.Add(-1)
-			s.stats.drop++
-			s.stats.invalid++
-			s.mu.Unlock()
-			p.CTState = packet.CTInvalid
-			return newRef(nil, nil, 0, 0, 0, refMustDrop)
-		}
+	var e *entry
+	if t.count.Add(1) <= t.cfg.max || t.earlyDrop(s, b, now) {
+		e = s.alloc()
 	}
-	e := s.alloc()
+	if e == nil {
+		t.gcEarlyDrop.Store(true)
+		t.count.Add(-1)
+		s.stats.drop++
+		s.stats.invalid++
+		s.mu.Unlock()
+		p.CTState = packet.CTInvalid
+		return newRef(nil, nil, 0, 0, 0, refMustDrop)
+	}
 	e.key = *k
 	e.bucket = b
 	e.tag = tag
