@@ -222,6 +222,8 @@ type Worker struct {
 	// sweepIn counts packets down to the next incremental conntrack sweep
 	// (every cfg.SweepEvery packets, without a division per packet).
 	sweepIn int
+	// pf holds the tuples of the batch being prefetched.
+	pf [PrefetchMax]conntrack.Key
 }
 
 // NewWorker returns a worker bound to e.

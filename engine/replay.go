@@ -49,8 +49,12 @@ type Replayer struct {
 	secs     []SecondCount
 	sources  srcTable
 	start    time.Time
-	frame    Frame
 	last     Verdict
+	// The batch read ahead, the bytes of its frames and their L3 slices.
+	batch [replayBatch]Frame
+	offs  [replayBatch]int
+	arena []byte
+	l3    [][]byte
 }
 
 // NewReplayer returns a replayer over e.
@@ -66,6 +70,7 @@ func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
 		w:       e.NewWorker(),
 		opts:    opts,
 		sources: srcTable{max: opts.MaxSources, seed: rand.Uint64()},
+		l3:      make([][]byte, 0, replayBatch),
 	}
 	for i := range r.verdicts {
 		r.verdicts[i].Verdict = Action(i).String()
@@ -98,22 +103,71 @@ func (r *Replayer) Replay(ctx context.Context, rd *PcapReader, name string) erro
 	r.sum.Files = append(r.sum.Files, name)
 	wall := time.Now()
 	defer func() { r.sum.Elapsed += time.Since(wall) }()
-	f := &r.frame
-	for n := 0; ; n++ {
-		if n&1023 == 0 && ctx.Err() != nil {
+	for {
+		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		err := rd.Next(f)
-		if errors.Is(err, io.EOF) {
+		k, rerr := r.readBatch(rd)
+		r.prefetch(k)
+		for i := 0; i < k; i++ {
+			if err := r.Frame(&r.batch[i]); err != nil {
+				return err
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
 			return nil
 		}
-		if err != nil {
-			return err
-		}
-		if err := r.Frame(f); err != nil {
-			return err
+		if rerr != nil {
+			return rerr
 		}
 	}
+}
+
+// replayBatch is how many frames Replay reads ahead, so that Prefetch can
+// overlap their cache misses.
+const replayBatch = 16
+
+// readBatch reads up to replayBatch frames into r.batch, copying their
+// bytes (the reader reuses its buffer), and returns how many it read and
+// the error that stopped it early.
+func (r *Replayer) readBatch(rd *PcapReader) (int, error) {
+	r.arena = r.arena[:0]
+	k := 0
+	var err error
+	for k < replayBatch {
+		f := &r.batch[k]
+		if err = rd.Next(f); err != nil {
+			break
+		}
+		r.offs[k] = len(r.arena)
+		r.arena = append(r.arena, f.Data...)
+		k++
+	}
+	// Point the frames at their copies (the arena may have moved while
+	// growing, so only now).
+	for i := 0; i < k; i++ {
+		f := &r.batch[i]
+		l3 := len(f.Data) - len(f.L3)
+		f.Data = r.arena[r.offs[i] : r.offs[i]+len(f.Data) : r.offs[i]+len(f.Data)]
+		if f.L3 != nil {
+			f.L3 = f.Data[l3:]
+		}
+	}
+	return k, err
+}
+
+// prefetch starts loading the conntrack state and the per-source counters
+// the first k frames of the batch will need.
+func (r *Replayer) prefetch(k int) {
+	l3 := r.l3[:0]
+	for i := 0; i < k; i++ {
+		if f := &r.batch[i]; f.Skip == SkipNone && f.L3 != nil {
+			l3 = append(l3, f.L3)
+			r.sources.prefetch(f.L3)
+		}
+	}
+	r.w.Prefetch(l3)
+	r.l3 = l3[:0]
 }
 
 // LastVerdict returns the verdict of the last frame given to Frame.

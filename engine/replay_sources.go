@@ -5,6 +5,9 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"unsafe"
+
+	"github.com/filterd/filterd/internal/prefetch"
 )
 
 // srcTable holds the replay's per-source counters: the counters in one
@@ -102,4 +105,23 @@ func (t *srcTable) prune() {
 	clear(t.srcs[len(kept):])
 	t.srcs = kept
 	t.reindex(len(t.slots))
+}
+
+// prefetch asks the CPU to load the index slot of the source of l3 (an IPv4
+// or IPv6 packet).
+func (t *srcTable) prefetch(l3 []byte) {
+	if len(t.slots) == 0 || len(l3) < 20 {
+		return
+	}
+	var a netip.Addr
+	switch {
+	case l3[0]>>4 == 4:
+		a = netip.AddrFrom4([4]byte(l3[12:16]))
+	case l3[0]>>4 == 6 && len(l3) >= 40:
+		a = netip.AddrFrom16([16]byte(l3[8:24]))
+	default:
+		return
+	}
+	i := t.hash(a) & uint64(len(t.slots)-1)
+	prefetch.Line(unsafe.Pointer(&t.slots[i]))
 }
