@@ -123,27 +123,28 @@ func (t *Table) ftpHelp(e *entry, p *packet.Packet, dir uint8, now int64) {
 	if p.Proto != packet.ProtoTCP || len(p.Payload) == 0 {
 		return
 	}
-	info := e.ftp
+	info := &e.ftp
+	key := e.key.key()
 	data := p.Payload
 	endsNL := data[len(data)-1] == '\n'
 	nextSeq := p.Seq + uint32(len(data))
 	if ftpFindNlSeq(p.Seq, info, dir) {
 		// The sender's own address, as the kernel's cmd.u3 default.
-		self := e.key.Src
+		self := key.Src
 		if dir == 1 {
-			self = e.key.Dst
+			self = key.Dst
 		}
-		cmd, found := ftpParse(data, dir, e.key.Family, self)
+		cmd, found := ftpParse(data, dir, key.Family, self)
 		if found == 1 && cmd.addr == self {
 			// Expect the peer to connect to the announced port of the
 			// command's sender. A different address is not recorded
 			// (the module parameter loose=0).
-			peer := e.key.Dst
+			peer := key.Dst
 			if dir == 1 {
-				peer = e.key.Src
+				peer = key.Src
 			}
 			t.exp.add(expectation{
-				family:  e.key.Family,
+				family:  key.Family,
 				src:     peer,
 				dst:     self,
 				dport:   cmd.port,

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/filterd/filterd/packet"
@@ -49,6 +50,16 @@ func TestKeyCompare(t *testing.T) {
 		inv, ok := b.Invert()
 		if got, want := a.isInverseOf(&b), ok && inv == a; got != want {
 			t.Fatalf("%+v isInverseOf %+v = %v, want %v", a, b, got, want)
+		}
+		at, bt := a.tuple(), b.tuple()
+		if got, want := at == bt, a == b; got != want {
+			t.Fatalf("%+v tuple == %+v = %v, want %v", a, b, got, want)
+		}
+		if got, want := at.isInverseOf(&bt), a.isInverseOf(&b); got != want {
+			t.Fatalf("%+v tuple isInverseOf %+v = %v, want %v", a, b, got, want)
+		}
+		if back := at.key(); back != a {
+			t.Fatalf("tuple of %+v back to %+v", a, back)
 		}
 		if got := b.invertible(); got != ok {
 			t.Fatalf("%+v invertible = %v, want %v", b, got, ok)
@@ -129,4 +140,26 @@ func TestHashSymmetric(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestEntryHasNoPointers: the table's entry blocks must be memory the
+// garbage collector does not scan (a table of a million flows is hundreds
+// of MiB), so an entry holds no pointer of any kind.
+func TestEntryHasNoPointers(t *testing.T) {
+	var walk func(reflect.Type, string)
+	walk = func(ty reflect.Type, path string) {
+		switch ty.Kind() {
+		case reflect.Pointer, reflect.UnsafePointer, reflect.Slice, reflect.Map, reflect.Chan, reflect.Func, reflect.Interface, reflect.String:
+			t.Errorf("%s is a %s", path, ty.Kind())
+		case reflect.Array:
+			walk(ty.Elem(), path+"[]")
+		case reflect.Struct:
+			for i := 0; i < ty.NumField(); i++ {
+				f := ty.Field(i)
+				walk(f.Type, path+"."+f.Name)
+			}
+		}
+	}
+	walk(reflect.TypeOf(entry{}), "entry")
+	t.Logf("entry: %d bytes", reflect.TypeOf(entry{}).Size())
 }

@@ -50,9 +50,10 @@ func (t *Table) Range(f func(Entry) bool) {
 }
 
 func (e *entry) snapshot(now int64) Entry {
-	rep, _ := e.key.Invert()
+	orig := e.key.key()
+	rep, _ := orig.Invert()
 	en := Entry{
-		Orig:      e.key,
+		Orig:      orig,
 		Reply:     rep,
 		Expires:   time.Unix(0, e.expires),
 		Timeout:   time.Duration(e.expires - now),
@@ -65,7 +66,7 @@ func (e *entry) snapshot(now int64) Entry {
 	if en.Timeout < 0 {
 		en.Timeout = 0
 	}
-	if e.key.Proto == packet.ProtoTCP {
+	if e.key.proto == packet.ProtoTCP {
 		en.State = tcpStateNames[e.tcp.state]
 	}
 	if e.status&stHelper != 0 {
@@ -234,6 +235,7 @@ func (t *Table) Stats() Stats {
 func (t *Table) Get(k Key) (Entry, bool) {
 	now := t.Now()
 	kinv, hasInv := k.Invert()
+	kt, kinvt := k.tuple(), kinv.tuple()
 	sh, b := t.shardOf(t.hash(&k))
 	s := &t.shards[sh]
 	s.mu.Lock()
@@ -241,7 +243,7 @@ func (t *Table) Get(k Key) (Entry, bool) {
 	for c := s.buckets[b]; c != 0; {
 		e := s.at(c.idx1() - 1)
 		c = s.lnk(c.idx1() - 1).next
-		if e.key == k || (hasInv && e.key == kinv) {
+		if e.key == kt || (hasInv && e.key == kinvt) {
 			if e.expires <= now {
 				return Entry{}, false
 			}

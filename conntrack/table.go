@@ -28,6 +28,7 @@ const (
 	stAssured
 	stExpected
 	stHelper
+	stFTPInfo // ftp holds the helper's state (set at confirmation)
 )
 
 // ctinfo values, as the kernel's enum ip_conntrack_info.
@@ -59,7 +60,7 @@ type entry struct {
 	// What a lookup reads of a matching entry (the key and the expiry)
 	// comes first, together. The chain links are in the shard's links, so
 	// that walking past other flows' entries touches no entry at all.
-	key       Key
+	key       tuple
 	expires   int64 // ns, same clock as packet timestamps
 	self      int32 // own index in the shard
 	bucket    uint32
@@ -69,7 +70,7 @@ type entry struct {
 	packets   [2]uint64
 	bytes     [2]uint64
 	udpStream int64 // UDP: stream_ts, the time after which a reply makes the flow a stream
-	ftp       *ftpInfo
+	ftp       ftpInfo // the FTP helper's state, when status has stFTPInfo
 	tcp       tcpConn
 }
 
@@ -290,14 +291,14 @@ func (s *shard) release(e *entry) {
 // find looks k (hash tag tag) up, and its inverse when it has one, in
 // bucket b. An expired entry found on the way is removed (lazy expiry, as
 // the kernel's lookup does with nf_ct_gc_expired).
-func (t *Table) find(s *shard, b, tag uint32, k *Key, now int64) (*entry, uint8) {
+func (t *Table) find(s *shard, b, tag uint32, k *tuple, now int64) (*entry, uint8) {
 	for c := s.buckets[b]; c != 0; {
 		i := c.idx1() - 1
 		if c.tag() == tag {
 			e := s.at(i)
 			var dir uint8
 			switch {
-			case e.key.equal(k):
+			case e.key == *k:
 				dir = 0
 			case e.key.isInverseOf(k):
 				dir = 1
@@ -404,6 +405,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 	var k Key
 	k.set(p)
 	h := t.hash(&k)
+	kt := k.tuple()
 	sh, b := t.shardOf(h)
 	s := &t.shards[sh]
 	s.mu.Lock()
@@ -411,7 +413,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		s.now = now
 	}
 	for repeat := 0; repeat < 2; repeat++ {
-		e, dir := t.find(s, b, hashTag(h), &k, now)
+		e, dir := t.find(s, b, hashTag(h), &kt, now)
 		if e == nil {
 			break
 		}
@@ -484,7 +486,7 @@ func (t *Table) newFlow(s *shard, sh, b, tag uint32, k *Key, hasInv bool, p *pac
 		p.CTState = packet.CTInvalid
 		return newRef(nil, nil, 0, 0, 0, refMustDrop)
 	}
-	e.key = *k
+	e.key = k.tuple()
 	e.bucket = b
 	e.tag = tag
 	ctinfo := ctNew
@@ -549,18 +551,19 @@ func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
 	sh, b := t.shardOf(h)
 	s := &t.shards[sh]
 	s.mu.Lock()
-	e, dir := t.find(s, b, hashTag(h), &inner, now)
+	it := inner.tuple()
+	e, dir := t.find(s, b, hashTag(h), &it, now)
 	if e == nil {
 		s.mu.Unlock()
 		return t.invalid(p)
 	}
 	// The outer destination must be the destination of the found tuple.
-	ctDst := e.key.Dst
+	ctDst := e.key.dst
 	if dir == 1 {
-		ctDst = e.key.Src
+		ctDst = e.key.src
 	}
 	s.mu.Unlock()
-	if ctDst != p.Dst {
+	if ctDst != p.Dst.As16() {
 		return t.invalid(p)
 	}
 	t.related.Add(1)
@@ -626,11 +629,12 @@ func (r Ref) Confirm(p *packet.Packet) {
 		s.link(e)
 		s.stats.insert++
 		if e.status&stHelper != 0 {
-			e.ftp = &ftpInfo{}
+			e.ftp = ftpInfo{}
+			e.status |= stFTPInfo
 		}
 		return
 	}
-	if e.status&stHelper != 0 && e.ftp != nil &&
+	if e.status&stFTPInfo != 0 &&
 		(r.ctinfo() == ctEstablished || r.ctinfo() == ctEstablishedReply) {
 		dir := uint8(0)
 		if r.ctinfo() == ctEstablishedReply {
@@ -714,24 +718,24 @@ func (e *entry) gcCanEarlyDrop() bool {
 	if e.status&stAssured == 0 {
 		return true
 	}
-	return e.key.Proto == packet.ProtoTCP && tcpCanEarlyDrop(e.tcp.state)
+	return e.key.proto == packet.ProtoTCP && tcpCanEarlyDrop(e.tcp.state)
 }
 
 // protoPacket runs the protocol tracker on e (nf_conntrack_handle_packet).
 func (t *Table) protoPacket(e *entry, p *packet.Packet, dir uint8, now int64, isNew bool) int {
-	switch e.key.Proto {
+	switch e.key.proto {
 	case packet.ProtoTCP:
 		return t.tcpPacket(e, p, dir, now, isNew)
 	case packet.ProtoUDP, packet.ProtoUDPLite:
 		return t.udpPacket(e, p, dir, now, isNew)
 	case packet.ProtoICMP:
 		// nf_conntrack_icmp_packet: only query types may create an entry.
-		if !icmpValidNew(e.key.ICMPType()) {
+		if !icmpValidNew(e.key.icmpType()) {
 			return vInvalid
 		}
 		t.refresh(e, p, dir, now, t.cfg.icmp)
 	case packet.ProtoICMPv6:
-		if isNew && !icmpv6ValidNew(e.key.ICMPType()) {
+		if isNew && !icmpv6ValidNew(e.key.icmpType()) {
 			return vInvalid
 		}
 		t.refresh(e, p, dir, now, t.cfg.icmpv6)
