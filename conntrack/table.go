@@ -69,7 +69,7 @@ type entry struct {
 	tag       uint32 // hashTag of the flow, as the pointers to it in chains hold it
 	packets   [2]uint64
 	bytes     [2]uint64
-	udpStream int64 // UDP: stream_ts, the time after which a reply makes the flow a stream
+	udpStream int64   // UDP: stream_ts, the time after which a reply makes the flow a stream
 	ftp       ftpInfo // the FTP helper's state, when status has stFTPInfo
 	tcp       tcpConn
 }
