@@ -17,9 +17,12 @@ func (t *Table) PrefetchBucket(k *Key) {
 }
 
 // PrefetchEntry asks the CPU to load the entry a Track of k will find,
-// when it is the first of its bucket (chains are short). It reads the
-// bucket without the shard's lock: a stale value only makes the hint
-// useless. In race-enabled builds it does nothing.
+// when it is the first of its bucket (chains are short), or else the free
+// entry a new flow of that shard would get next, with its chain link (and,
+// when the table is full, the bucket's first entry, which early drop reads). It
+// reads the bucket and the shard's allocation state without the shard's
+// lock: a stale value only makes the hint useless. In race-enabled builds
+// it does nothing.
 func (t *Table) PrefetchEntry(k *Key) {
 	if !prefetch.Racy {
 		return
@@ -28,14 +31,38 @@ func (t *Table) PrefetchEntry(k *Key) {
 	sh, b := t.shardOf(h)
 	s := &t.shards[sh]
 	c := s.buckets[b]
-	if c == 0 || c.tag() != hashTag(h) {
+	if c != 0 && c.tag() == hashTag(h) {
+		s.prefetchEntry(c.idx1()-1, false)
 		return
 	}
-	i := c.idx1() - 1
+	if c != 0 && t.count.Load() >= t.cfg.max {
+		// A full table: early drop will look at the bucket's entries.
+		s.prefetchEntry(c.idx1()-1, false)
+	}
+	i := s.free - 1
+	if i < 0 {
+		i = s.nalloc
+	}
+	s.prefetchEntry(i, true)
+}
+
+// prefetchEntry prefetches entry i's first cache line (its key and expiry:
+// what lookups, early drop and the sweep read) and its chain link, or the
+// whole entry when whole (it is about to be written).
+func (s *shard) prefetchEntry(i int32, whole bool) {
 	if i < 0 || int(i>>chunkBits) >= len(s.chunks) {
 		return // a torn read (32-bit platforms)
 	}
-	if blk := s.chunks[i>>chunkBits]; blk != nil {
-		prefetch.Line(unsafe.Pointer(&blk[i&(chunkSize-1)]))
+	blk, lb := s.chunks[i>>chunkBits], s.links[i>>chunkBits]
+	if blk == nil || lb == nil {
+		return
+	}
+	e := unsafe.Pointer(&blk[i&(chunkSize-1)])
+	prefetch.Line(e)
+	prefetch.Line(unsafe.Pointer(&lb[i&(chunkSize-1)]))
+	if whole {
+		for off := uintptr(64); off < unsafe.Sizeof(entry{}); off += 64 {
+			prefetch.Line(unsafe.Add(e, off))
+		}
 	}
 }

@@ -135,8 +135,11 @@ func New(cfg Config) *Table {
 	}
 	n = 1 << t.shardBits
 	per := int(t.cfg.max) / n
+	// Two buckets per entry of a full table: chains stay short (a lookup
+	// past a bucket's first entry costs a cache miss per entry), for 16
+	// bytes per entry of Max.
 	nb := 16
-	for nb < per {
+	for nb < 2*per {
 		nb <<= 1
 	}
 	t.bucketMask = uint64(nb - 1)
@@ -678,6 +681,13 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 	for visited < budget && steps < total {
 		s := &t.shards[t.sweepShard]
 		s.mu.Lock()
+		// Ask for the first entries of the buckets about to be walked all
+		// at once, so that their cache misses overlap.
+		for bi, end := t.sweepBucket, min(len(s.buckets), t.sweepBucket+budget-visited); bi < end; bi++ {
+			if c := s.buckets[bi]; c != 0 {
+				s.prefetchEntry(c.idx1()-1, false)
+			}
+		}
 		for t.sweepBucket < len(s.buckets) && visited < budget && steps < total {
 			for c := s.buckets[t.sweepBucket]; c != 0; {
 				e := s.at(c.idx1() - 1)
