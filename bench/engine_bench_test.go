@@ -153,39 +153,79 @@ func BenchmarkEngineEstablished(b *testing.B) {
 }
 
 // BenchmarkEngineNewFlow measures a packet that creates a flow: SYNs to port
-// 80 from distinct sources (inside 198.18.0.0/15), accepted and confirmed.
+// 80 from distinct sources (inside 198.18.0.0/15), accepted and confirmed,
+// into the default table (262,144 entries): after the first 262,144 SYNs
+// every new flow evicts an unassured one (early drop), as in a SYN flood.
+// "single" hands the engine one packet at a time; "batch=16" reads 16 SYNs
+// ahead and calls Worker.Prefetch for them first, as replay and the NFQUEUE
+// batch driver do.
 func BenchmarkEngineNewFlow(b *testing.B) {
+	for _, batch := range []int{1, 16} {
+		name := "single"
+		if batch > 1 {
+			name = "batch=" + itoa(batch)
+		}
+		b.Run(name, func(b *testing.B) { benchNewFlow(b, batch) })
+	}
+}
+
+func benchNewFlow(b *testing.B, batch int) {
 	e := newEngine(b, "server-state.rules")
 	w := e.NewWorker()
 	bl := newBuilder(false)
 	syn := bl.tcp(netip.MustParseAddr("198.19.0.1"), server, 40000, 80, 12345, 0, packetSYN, 64240, true, nil)[14:]
 	now := benchStart
-	b.ReportAllocs()
-	b.ResetTimer()
 	src := uint32(0xc6130001)                  // 198.19.0.1
 	ports := binary.BigEndian.Uint32(syn[20:]) // source and destination port
 	const banned = 0xc6120163                  // 198.18.1.99, dropped by the first rule
-	for i := 0; i < b.N; i++ {
-		// A new source every packet; after 2^17 sources the port changes.
-		next := 0xc6120000 | (src+1)&0x1ffff
-		adjust(syn, 10, src, next)    // IP header checksum
-		adjust(syn, 20+16, src, next) // TCP pseudo-header
-		binary.BigEndian.PutUint32(syn[12:], next)
-		if next&0x1ffff == 0 {
-			np := ports + 1<<16 // next source port, same destination port
-			adjust(syn, 20+16, ports, np)
-			binary.BigEndian.PutUint32(syn[20:], np)
-			ports = np
+	// The SYNs wait in a buffer, written ahead (untimed) a few thousand at
+	// a time, as a batch read from a socket or capture does.
+	const ahead = 4096
+	ring := make([]byte, ahead*len(syn))
+	srcs := make([]uint32, ahead)
+	pkts := make([][]byte, ahead)
+	fill := func() {
+		for j := 0; j < ahead; j++ {
+			// A new source every packet; after 2^17 sources the port changes.
+			next := 0xc6120000 | (src+1)&0x1ffff
+			adjust(syn, 10, src, next)    // IP header checksum
+			adjust(syn, 20+16, src, next) // TCP pseudo-header
+			binary.BigEndian.PutUint32(syn[12:], next)
+			if next&0x1ffff == 0 {
+				np := ports + 1<<16 // next source port, same destination port
+				adjust(syn, 20+16, ports, np)
+				binary.BigEndian.PutUint32(syn[20:], np)
+				ports = np
+			}
+			src = next
+			srcs[j] = next
+			pkts[j] = ring[j*len(syn) : (j+1)*len(syn)]
+			copy(pkts[j], syn)
 		}
-		src = next
+	}
+	fill()
+	next := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if next == ahead {
+			b.StopTimer()
+			fill()
+			next = 0
+			b.StartTimer()
+		}
+		if batch > 1 && next%batch == 0 {
+			w.Prefetch(pkts[next:min(next+batch, ahead)])
+		}
 		now = now.Add(time.Microsecond)
 		// Every SYN is accepted as NEW, except the banned source's (dropped
 		// by the rules) and those refused when the table is full and early
 		// drop finds nothing to evict (the kernel drops them too).
-		v := w.Process(syn, packet.Meta{Time: now})
-		if v.Reason != engine.ReasonTableFull && ((v.Action != engine.Accept && next != banned) || w.Packet().CTState != packet.CTNew) {
+		v := w.Process(pkts[next], packet.Meta{Time: now})
+		if v.Reason != engine.ReasonTableFull && ((v.Action != engine.Accept && srcs[next] != banned) || w.Packet().CTState != packet.CTNew) {
 			b.Fatalf("SYN %d: %v %v", i, v.Action, w.Packet().CTState)
 		}
+		next++
 	}
 	report(b, b.N)
 }
