@@ -243,7 +243,7 @@ func (w *Worker) Packet() *packet.Packet { return &w.pkt }
 // rate limits. data is only read, and only during the call.
 func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 	p := &w.pkt
-	p.Meta = meta // Decode resets every other field
+	setMeta(&p.Meta, &meta) // Decode resets every other field
 	err := w.dec.Decode(data, p)
 	if err != nil && isL3Error(err) {
 		return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(data)}
@@ -274,6 +274,22 @@ func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 	return w.decide(p)
 }
 
+// setMeta copies m into dst field by field: a struct copy moves it with
+// wide loads, which stall on the caller's narrow stores of the same fields
+// (store forwarding fails), a few per packet.
+func setMeta(dst, m *packet.Meta) {
+	dst.Time = m.Time
+	dst.Hook = m.Hook
+	dst.InIface = m.InIface
+	dst.OutIface = m.OutIface
+	dst.Mark = m.Mark
+	dst.UID, dst.GID, dst.HasOwner = m.UID, m.GID, m.HasOwner
+	dst.SrcMAC, dst.HasMAC = m.SrcMAC, m.HasMAC
+	dst.L2 = m.L2
+	dst.PktType = m.PktType
+	dst.Local = m.Local
+}
+
 // decide tracks and matches a decoded packet.
 func (w *Worker) decide(p *packet.Packet) Verdict {
 	e := w.e
@@ -294,11 +310,12 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 		}
 	}
 	ref := e.cfg.Conntrack.Track(p)
-	v := Verdict{Len: p.Length, Hook: hooks[0]}
+	// The verdict is built from scalars at each return: a Verdict variable
+	// updated field by field lives in memory and is returned with wide
+	// loads of narrow, just-stored fields (a store-forwarding stall each).
 	if ref.MustDrop() {
-		v.Action, v.Reason = Drop, ReasonTableFull
 		ref.Drop()
-		return v
+		return Verdict{Action: Drop, Reason: ReasonTableFull, Hook: hooks[0], Len: p.Length}
 	}
 	if hooks[0] == packet.HookForward && e.cfg.Route {
 		if p.TTL <= 1 {
@@ -306,15 +323,17 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			// hop limit runs out (and answer Time Exceeded) after PREROUTING's
 			// conntrack saw it and before the FORWARD hook: no FORWARD rule or
 			// policy counts it, and its conntrack entry is never confirmed.
-			v.Action, v.Reason = Drop, ReasonTTLExpired
 			ref.Drop()
-			return v
+			return Verdict{Action: Drop, Reason: ReasonTTLExpired, Hook: hooks[0], Len: p.Length}
 		}
 		// They decrement it before the FORWARD hook: -m ttl, -m hl and LOG
 		// there see the decremented value.
 		p.TTL--
 	}
 	rules := e.rules.Load().forFamily(p.Family)
+	hook := hooks[0]
+	// The rule result is kept as scalars too (see above).
+	rv, rwith, rchain, rrule, rnum := ruleset.VerdictAccept, ruleset.RejectWith(0), (*ruleset.Chain)(nil), (*ruleset.Rule)(nil), 0
 	for _, h := range hooks {
 		if h == packet.NumHooks {
 			break
@@ -323,12 +342,13 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			e.setIfaces(p, h, hooks[1] != packet.NumHooks)
 		}
 		p.Hook = h
-		v.Hook = h
+		hook = h
 		if rules == nil {
 			continue
 		}
-		v.Result = rules.Evaluate(p)
-		if v.Result.Verdict != ruleset.VerdictAccept {
+		res := rules.Evaluate(p)
+		rv, rwith, rchain, rrule, rnum = res.Verdict, res.RejectWith, res.Chain, res.Rule, res.RuleNum
+		if rv != ruleset.VerdictAccept {
 			break
 		}
 		if h == packet.HookOutput && hooks[1] == packet.HookInput {
@@ -338,18 +358,19 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			ref = conntrack.Ref{}
 		}
 	}
-	switch v.Result.Verdict {
+	act := Drop
+	switch rv {
 	case ruleset.VerdictAccept:
-		v.Action = Accept
+		act = Accept
 		ref.Confirm(p)
 	case ruleset.VerdictReject:
-		v.Action = Reject
+		act = Reject
 		ref.Drop()
 	default:
-		v.Action = Drop
 		ref.Drop()
 	}
-	return v
+	return Verdict{Action: act, Hook: hook, Len: p.Length,
+		Result: ruleset.Result{Verdict: rv, RejectWith: rwith, Chain: rchain, Rule: rrule, RuleNum: rnum}}
 }
 
 // setIfaces fills the interfaces a packet has at hook h when the engine picks

@@ -3,7 +3,11 @@ package engine
 import (
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"testing"
+	"time"
+
+	"github.com/filterd/filterd/packet"
 )
 
 // TestLocalSet checks the per-packet local-address test against its
@@ -52,6 +56,38 @@ func TestLocalSet(t *testing.T) {
 		}
 		if len(set) > 0 && in == 0 {
 			t.Errorf("prefixes %v: no address drawn inside", set)
+		}
+	}
+}
+
+// TestSetMetaCopiesEveryField: setMeta (Process's field-by-field copy of the
+// packet's metadata) copies every field of packet.Meta, also fields added
+// later: each field is set to a non-zero value by reflection in turn.
+func TestSetMetaCopiesEveryField(t *testing.T) {
+	typ := reflect.TypeOf(packet.Meta{})
+	for i := 0; i < typ.NumField(); i++ {
+		var src packet.Meta
+		f := reflect.ValueOf(&src).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			f.SetUint(7)
+		case reflect.String:
+			f.SetString("eth7")
+		case reflect.Slice:
+			f.Set(reflect.ValueOf([]byte{1, 2, 3}))
+		case reflect.Array:
+			f.Index(0).SetUint(9)
+		case reflect.Struct:
+			f.Set(reflect.ValueOf(time.Unix(1700000000, 5)))
+		default:
+			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
+		}
+		var dst packet.Meta
+		setMeta(&dst, &src)
+		if !reflect.DeepEqual(dst, src) {
+			t.Errorf("field %s not copied: %+v", typ.Field(i).Name, dst)
 		}
 	}
 }
