@@ -3,8 +3,9 @@
 #
 # Builds two throwaway namespaces, sender (198.18.0.1, s0) -> veth ->
 # receiver (198.18.0.2, r0), and measures 60-byte UDP and SYN floods from
-# bench/nfq/sender (bounded counts; one source address, source ports cycling;
-# never a random or spoofed source), at full speed and paced, through:
+# bench/nfq/sender (bounded counts; SOURCES source addresses from
+# 198.18.0.64 up, held by s0, used in turn, source ports cycling: 64,512
+# flows; never a random or spoofed source), at full speed and paced, through:
 #   kernel    the article's rule set (testdata/rules/server.rules) in the
 #             receiver's own iptables, no NFQUEUE rule
 #   gonfq     a bare github.com/florianl/go-nfqueue/v2 v2.1.0 accept-all loop
@@ -12,11 +13,19 @@
 #   suricata  Suricata 7 in NFQ IPS mode (Debian bookworm-backports), mode
 #             accept, batchcount 20, runmode workers, the article's rules
 #             translated to Suricata rules (bench/nfq/suricata/)
-#   batch     filterd's engine/nfqbatch driver with the engine and the
-#             article's rule set (bench/nfq/batch)
+#   filterd   the daemon, filterd run --driver batch --rules server.rules
+#             --log none (the NFQUEUE rule is the script's, not --install)
+#   filterd-gonfq  the same with --driver gonfqueue (the reference driver)
+#   batch     engine/nfqbatch with the engine alone (bench/nfq/batch: no
+#             QueueHandler, REJECT, LOG metadata or latency histogram)
 # each NFQUEUE consumer with 1 queue (-j NFQUEUE --queue-num 0, consumer
 # pinned to CPU 1) and 2 queues (--queue-balance 0:1, consumer unpinned).
-# The sender is pinned to CPU 0.
+# The sender is pinned to CPU 0. --queue-balance picks a flow's queue from a
+# hash of its addresses and protocol only (not the ports): with one source
+# address every packet of a flood would go to one queue, hence SOURCES
+# (default 32) source addresses; the split between the queues is printed
+# (the queue_drop/user_drop columns are sums, the consumers' summaries are
+# per queue).
 #
 # "passed" counts packets that reached the receiver's UDP/TCP layer after
 # the filter (Udp InDatagrams+NoPorts+InErrors, Tcp InSegs of
@@ -29,18 +38,28 @@
 # Needs root, iproute2, iptables, taskset, go; installs suricata from
 # bookworm-backports when it is missing. Never run by CI.
 #
-# Knobs (environment): CONFIGS, PROTOS, RATES, FULL_COUNT, PACED_SECONDS.
+# Knobs (environment): CONFIGS, PROTOS, RATES, FULL_COUNT, PACED_SECONDS, SOURCES,
+# FILTERD_ARGS (more filterd run options, e.g. "--metrics 127.0.0.1:9467
+# --pprof" to profile the daemon inside the receiver namespace), FILTERD_BIN
+# (a filterd binary to run instead of one built from this tree: A/B runs).
 set -euo pipefail
 
 if [[ ${EUID} -ne 0 ]]; then echo "bench.sh: needs root" >&2; exit 1; fi
 if [[ ${CI:-} == true ]]; then echo "bench.sh: a benchmark, not for CI" >&2; exit 1; fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CONFIGS=${CONFIGS:-"kernel gonfq:1 gonfq:2 suricata:1 suricata:2 batch:1 batch:2"}
+CONFIGS=${CONFIGS:-"kernel gonfq:1 gonfq:2 suricata:1 suricata:2 filterd:1 filterd:2 filterd-gonfq:1 filterd-gonfq:2"}
 PROTOS=${PROTOS:-"udp syn"}
 RATES=${RATES:-"full 20000 50000 100000 150000"}
 FULL_COUNT=${FULL_COUNT:-600000}
 PACED_SECONDS=${PACED_SECONDS:-2}
+FILTERD_ARGS=${FILTERD_ARGS:-}
+FILTERD_BIN=${FILTERD_BIN:-}
+SOURCES=${SOURCES:-32}
+if [[ ! $SOURCES =~ ^[0-9]+$ ]] || ((SOURCES < 1 || SOURCES > 128 || 64512 % SOURCES != 0)); then
+	echo "bench.sh: SOURCES=$SOURCES: want 1..128, a divisor of 64512" >&2
+	exit 1
+fi
 SND=nfqb-snd-$$
 RCV=nfqb-rcv-$$
 WORK=$(mktemp -d /tmp/nfqbench.XXXXXX)
@@ -86,6 +105,11 @@ setup_netns() {
 	# Static neighbours: no ARP; no default route anywhere.
 	ip -n "$SND" neigh replace 198.18.0.2 lladdr 02:00:00:00:00:02 dev s0 nud permanent
 	ip -n "$RCV" neigh replace 198.18.0.1 lladdr 02:00:00:00:00:01 dev r0 nud permanent
+	local i
+	for ((i = 0; i < SOURCES; i++)); do
+		ip -n "$SND" addr add "198.18.0.$((64 + i))/32" dev s0
+		ip -n "$RCV" neigh replace "198.18.0.$((64 + i))" lladdr 02:00:00:00:00:01 dev r0 nud permanent
+	done
 	# A process that lives in the receiver namespace: its /proc/PID/net
 	# is read without forking while a run is measured.
 	ip netns exec "$RCV" sleep 1000000 &
@@ -116,14 +140,42 @@ passed_count() {
 	PASSED=$sum
 }
 
-# queue_drops: sets QDROP and UDROP, summed over the bound queues.
+# consumer_cpu: sets CPUNS, the CPU time in ns of every thread of the
+# consumer so far (/proc/PID/task/*/schedstat; 0 without a consumer).
+consumer_cpu() {
+	local f t sum=0
+	if [[ -n $CONSUMER_PID ]]; then
+		for f in /proc/"$CONSUMER_PID"/task/*/schedstat; do
+			read -r t _ <"$f" 2>/dev/null || continue
+			sum=$((sum + t))
+		done
+	fi
+	CPUNS=$sum
+}
+
+# queue_drops: sets QDROP and UDROP, summed over the bound queues, and
+# QIN[queue], the packets that reached each queue (id_sequence, every packet
+# given an id, + queue_dropped).
 queue_drops() {
 	local -a f
-	QDROP=0 UDROP=0
+	QDROP=0 UDROP=0 QIN=()
 	while read -r -a f; do
 		[[ ${#f[@]} -ge 8 ]] || continue
 		QDROP=$((QDROP + f[5])) UDROP=$((UDROP + f[6]))
+		QIN[f[0]]=$((f[7] + f[5]))
 	done <"/proc/$WATCH_PID/net/netfilter/nfnetlink_queue" 2>/dev/null || true
+}
+
+# queue_split BEFORE AFTER (names of QIN copies): percentages of the packets that
+# reached each queue, e.g. 47/53; "-" for one queue or none.
+queue_split() {
+	local -n b=$1 a=$2
+	local i tot=0 out=
+	[[ ${#a[@]} -gt 1 ]] || { SPLIT=-; return; }
+	for i in "${!a[@]}"; do tot=$((tot + a[i] - ${b[i]:-0})); done
+	[[ $tot -gt 0 ]] || { SPLIT=-; return; }
+	for i in "${!a[@]}"; do out+=${out:+/}$((100 * (a[i] - ${b[i]:-0}) / tot)); done
+	SPLIT=$out
 }
 
 queues_bound() { # N: are N queues bound?
@@ -145,9 +197,9 @@ rules_nfqueue() { # QUEUES
 	ip netns exec "$RCV" iptables -F 2>/dev/null || true
 	ip netns exec "$RCV" iptables -X 2>/dev/null || true
 	if [[ $1 == 1 ]]; then
-		ip netns exec "$RCV" iptables -A INPUT -s 198.18.0.1 -j NFQUEUE --queue-num 0
+		ip netns exec "$RCV" iptables -A INPUT -i r0 -j NFQUEUE --queue-num 0
 	else
-		ip netns exec "$RCV" iptables -A INPUT -s 198.18.0.1 -j NFQUEUE --queue-balance 0:$(($1 - 1))
+		ip netns exec "$RCV" iptables -A INPUT -i r0 -j NFQUEUE --queue-balance 0:$(($1 - 1))
 	fi
 }
 
@@ -162,6 +214,13 @@ start_consumer() { # NAME QUEUES
 	[[ $q -gt 1 ]] && pin=() && qs="0-$((q - 1))"
 	case $name in
 	gonfq) ip netns exec "$RCV" "${pin[@]}" "$BIN/gonfq" -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
+	filterd | filterd-gonfq)
+		local drv=batch
+		[[ $name == filterd-gonfq ]] && drv=gonfqueue
+		# shellcheck disable=SC2086 # FILTERD_ARGS is a list of options
+		ip netns exec "$RCV" "${pin[@]}" "$BIN/filterd" run --driver "$drv" --rules "$ROOT/testdata/rules/server.rules" \
+			--local 198.18.0.2 --log none --queues "$qs" $FILTERD_ARGS >"$WORK/consumer.log" 2>&1 &
+		;;
 	batch) ip netns exec "$RCV" "${pin[@]}" "$BIN/batch" -rules "$ROOT/testdata/rules/server.rules" -local 198.18.0.2 -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
 	suricata)
 		local qargs=()
@@ -194,7 +253,7 @@ stop_consumer() {
 	kill -TERM "$CONSUMER_PID" 2>/dev/null || true
 	wait "$CONSUMER_PID" 2>/dev/null || true
 	CONSUMER_PID=
-	sed 's/^/#   /' "$WORK/consumer.log" | grep -Ei 'verdicts|queue [0-9]+:|packets|drop' | tail -4 >&2 || true
+	sed 's/^/#   /' "$WORK/consumer.log" | grep -Ei 'verdicts|queue [0-9]+:|queue summary|drop' | tail -4 >&2 || true
 }
 
 # measure CONFIG QUEUES PROTO RATE: one run, one table row.
@@ -210,8 +269,11 @@ measure() {
 	local base=$PASSED last=$PASSED
 	queue_drops
 	local qd0=$QDROP ud0=$UDROP
+	local -a qin0=("${QIN[@]}")
+	consumer_cpu
+	local cpu0=$CPUNS
 	local t0=$EPOCHREALTIME tlast=$EPOCHREALTIME
-	ip netns exec "$SND" taskset -c 0 "$BIN/sender" -if s0 -dmac 02:00:00:00:00:02 -src 198.18.0.1 -dst 198.18.0.2 \
+	ip netns exec "$SND" taskset -c 0 "$BIN/sender" -if s0 -dmac 02:00:00:00:00:02 -src 198.18.0.64 -srcs "$SOURCES" -dst 198.18.0.2 \
 		-proto "$proto" -dport "$dport" -count "$count" -pps "$pps" >"$WORK/sender.log" 2>&1 &
 	local spid=$! done=0
 	while :; do
@@ -230,18 +292,26 @@ measure() {
 	local sent offered
 	read -r _ sent _ _ _ offered _ <"$WORK/sender.log"
 	queue_drops
+	queue_split qin0 QIN
+	consumer_cpu
+	local cpupp=- cpupct=-
+	if [[ -n $CONSUMER_PID && $last -gt $base ]]; then
+		cpupp=$(awk -v c=$((CPUNS - cpu0)) -v p=$((last - base)) 'BEGIN { printf "%.2f", c / p / 1000 }')
+		cpupct=$(((CPUNS - cpu0) / 10 / (${tlast/./} - ${t0/./} + 1)))
+	fi
 	local passed=$((last - base)) el_us=$((${tlast/./} - ${t0/./}))
 	[[ $el_us -gt 0 ]] || el_us=1
 	local vpps=$((passed * 1000000 / el_us))
 	local loss
 	loss=$(awk -v s="$sent" -v p="$passed" 'BEGIN { printf "%.2f", (s > 0) ? 100 * (s - p) / s : 0 }')
-	printf "%-9s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s\n" "$cfg" "$q" "$proto" "$rate" "$offered" "$sent" "$passed" \
-		"$vpps" "$loss" "$((QDROP - qd0))" "$((UDROP - ud0))"
+	printf "%-13s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s %6s %10s %4s\n" "$cfg" "$q" "$proto" "$rate" "$offered" "$sent" "$passed" \
+		"$vpps" "$loss" "$((QDROP - qd0))" "$((UDROP - ud0))" "$SPLIT" "$cpupp" "$cpupct"
 }
 
 main() {
 	echo "# building the Go programs" >&2
-	(cd "$ROOT" && go build -o "$BIN/" ./bench/nfq/sender ./bench/nfq/gonfq ./bench/nfq/batch)
+	(cd "$ROOT" && go build -o "$BIN/" ./bench/nfq/sender ./bench/nfq/gonfq ./bench/nfq/batch ./cmd/filterd)
+	if [[ -n $FILTERD_BIN ]]; then cp "$FILTERD_BIN" "$BIN/filterd"; fi
 	if [[ $CONFIGS == *suricata* ]]; then
 		install_suricata
 		suricata_files
@@ -249,8 +319,8 @@ main() {
 	setup_netns
 	echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 	command -v suricata >/dev/null && echo "# $(suricata -V 2>/dev/null | head -1)"
-	printf "%-9s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s\n" config queues pkt rate offered_pps sent passed \
-		verdicted_pps loss% queue_drop user_drop
+	printf "%-13s %6s %4s %9s %10s %9s %9s %14s %7s %10s %10s %6s %10s %4s\n" config queues pkt rate offered_pps sent passed \
+		verdicted_pps loss% queue_drop user_drop split cpu_us/pkt cpu%
 	for c in $CONFIGS; do
 		local name=${c%%:*} q=${c#*:}
 		[[ $c == kernel ]] && q=-

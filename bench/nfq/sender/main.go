@@ -1,15 +1,22 @@
 // Command sender is the traffic generator of bench/nfq/bench.sh: it sends a
 // bounded number of 60-byte IPv4 packets (UDP datagrams with a 32-byte
 // payload, or Linux-style TCP SYNs with MSS, SACK-permitted, timestamp and
-// window-scale options) from one source address to one destination, the
-// source port cycling through 1024-65535 so that every packet is a new flow
-// (and --queue-balance spreads them). It writes Ethernet frames on an
-// AF_PACKET socket with sendmmsg, bypassing the qdisc, at full speed or
-// paced to a rate. It never randomizes or spoofs the source address.
+// window-scale options) to one destination from -srcs consecutive source
+// addresses starting at -src (addresses the sending interface holds), in
+// turn, and source ports cycling so that 64,512 packets in a row are 64,512
+// different flows. It writes Ethernet frames on an AF_PACKET socket with
+// sendmmsg, bypassing the qdisc, at full speed or paced to a rate. It never
+// randomizes or spoofs the source address.
+//
+// Several sources are what spreads the packets over the queues of
+// iptables' --queue-balance: the kernel picks the queue from a hash of the
+// source and destination addresses and the protocol only (hash_v4 in
+// include/net/netfilter/nf_queue.h), never the ports, so one source sends
+// every UDP datagram (and every SYN) to a single queue.
 //
 // Usage (root, inside the sending namespace):
 //
-//	sender -if s0 -dmac 02:00:00:00:00:02 -src 198.18.0.1 -dst 198.18.0.2 -proto udp -dport 53 -count 600000 [-pps 50000]
+//	sender -if s0 -dmac 02:00:00:00:00:02 -src 198.18.0.32 -srcs 32 -dst 198.18.0.2 -proto udp -dport 53 -count 600000 [-pps 50000]
 package main
 
 import (
@@ -33,24 +40,38 @@ const (
 func main() {
 	ifName := flag.String("if", "s0", "interface to send on")
 	dmacS := flag.String("dmac", "", "destination MAC address")
-	srcS := flag.String("src", "198.18.0.1", "source address (198.18.0.0/15)")
+	srcS := flag.String("src", "198.18.0.1", "first source address (198.18.0.0/15)")
+	srcs := flag.Int("srcs", 1, "number of consecutive source addresses, used in turn (1-256)")
 	dstS := flag.String("dst", "198.18.0.2", "destination address (198.18.0.0/15)")
 	proto := flag.String("proto", "udp", "udp or syn")
 	dport := flag.Int("dport", 53, "destination port")
 	count := flag.Int("count", 100000, "packets to send (bounded)")
 	pps := flag.Int("pps", 0, "rate in packets per second (0: as fast as possible)")
 	flag.Parse()
-	if err := run(*ifName, *dmacS, *srcS, *dstS, *proto, uint16(*dport), *count, *pps); err != nil {
+	if err := run(*ifName, *dmacS, *srcS, *srcs, *dstS, *proto, uint16(*dport), *count, *pps); err != nil {
 		fmt.Fprintln(os.Stderr, "sender:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ifName, dmacS, srcS, dstS, proto string, dport uint16, count, pps int) error {
+// flows is how many packets in a row belong to different flows.
+const flows = 64512
+
+func run(ifName, dmacS, srcS string, nsrc int, dstS, proto string, dport uint16, count, pps int) error {
 	bench := netip.MustParsePrefix("198.18.0.0/15")
 	src, err := netip.ParseAddr(srcS)
 	if err != nil || !bench.Contains(src) {
 		return fmt.Errorf("-src %q: need an address in %v", srcS, bench)
+	}
+	if nsrc < 1 || nsrc > 256 || flows%nsrc != 0 {
+		return fmt.Errorf("-srcs %d: need 1..256, a divisor of %d", nsrc, flows)
+	}
+	srcList := make([][4]byte, nsrc)
+	for i, a := 0, src; i < nsrc; i, a = i+1, a.Next() {
+		if !bench.Contains(a) {
+			return fmt.Errorf("-src %v -srcs %d: %v is outside %v", src, nsrc, a, bench)
+		}
+		srcList[i] = a.As4()
 	}
 	dst, err := netip.ParseAddr(dstS)
 	if err != nil || !bench.Contains(dst) {
@@ -93,9 +114,13 @@ func run(ifName, dmacS, srcS, dstS, proto string, dport uint16, count, pps int) 
 		hdrs[i].Hdr.Iov = &iovs[i]
 		hdrs[i].Hdr.SetIovlen(1)
 	}
-	s4, d4 := src.As4(), dst.As4()
+	d4 := dst.As4()
 	fill := func(f []byte, n int) {
-		sport := uint16(1024 + n%64512)
+		// Packet n is flow n mod 64512: source n mod srcs, and a source
+		// port that moves on once every source had it.
+		fl := n % flows
+		s4 := srcList[fl%nsrc]
+		sport := uint16(1024 + fl/nsrc)
 		ip := f[14:]
 		ip[0], ip[1] = 0x45, 0
 		binary.BigEndian.PutUint16(ip[2:], 60)
