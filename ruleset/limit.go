@@ -45,6 +45,11 @@ type limitMatcher struct {
 	lim  *rate.Limiter
 	inv  bool
 	last atomic.Int64 // latest packet time seen (UnixNano)
+	// emptyUntil (UnixNano): before then the bucket holds less than one
+	// token, so AllowN fails. A failed AllowN changes nothing in the
+	// limiter, so a packet before emptyUntil is refused without taking the
+	// limiter's lock: in a flood, all but a few packets a second.
+	emptyUntil atomic.Int64
 }
 
 func (*limitMatcher) stateful() {}
@@ -62,7 +67,22 @@ func newLimitMatcher(m *LimitMatch) *limitMatcher {
 }
 
 func (m *limitMatcher) match(p *packet.Packet) bool {
-	return m.lim.AllowN(monotonic(&m.last, p.Meta.Time), 1) != m.inv
+	t := monotonic(&m.last, p.Meta.Time)
+	ns := t.UnixNano()
+	if ns < m.emptyUntil.Load() {
+		return m.inv
+	}
+	if m.lim.AllowN(t, 1) {
+		return !m.inv
+	}
+	// Empty: tokens grow linearly from tok at t, reaching one after
+	// (1-tok)/rate seconds (rounded down: at worst AllowN is asked again
+	// a nanosecond early). Other workers taking tokens meanwhile only make
+	// the bucket emptier.
+	if r, tok := float64(m.lim.Limit()), m.lim.TokensAt(t); r > 0 && tok < 1 {
+		m.emptyUntil.Store(ns + int64((1-tok)/r*1e9))
+	}
+	return m.inv
 }
 
 // monotonic returns t, or the latest time already seen if t is earlier:

@@ -1,8 +1,11 @@
 package ruleset
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/filterd/filterd/packet"
 )
@@ -104,4 +107,64 @@ func TestLimitBeforePortKey(t *testing.T) {
 	}
 	// The port-80 packet used one token: one left for port 22.
 	runSteps(t, c, []step{{"198.18.0.1", time.Second, VerdictAccept}, {"198.18.0.1", 2 * time.Second, VerdictDrop}})
+}
+
+// TestLimitSkipsOnlyFailures: the limit matcher's shortcut (refusing without
+// asking the limiter while the bucket is known to be empty) gives exactly
+// the answers of asking golang.org/x/time/rate for every packet, over random
+// packet times (bursts, gaps, equal and out-of-order timestamps) for several
+// rates and bursts.
+func TestLimitSkipsOnlyFailures(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, tc := range []struct {
+		rate  Rate
+		burst uint32
+	}{
+		{Rate{Count: 5, Unit: PerSecond}, 5},
+		{Rate{Count: 3, Unit: PerHour}, 5},
+		{Rate{Count: 1000, Unit: PerSecond}, 1},
+		{Rate{Count: 7, Unit: PerMinute}, 20},
+	} {
+		for _, inv := range []bool{false, true} {
+			m := newLimitMatcher(&LimitMatch{Rate: tc.rate, Burst: tc.burst, Invert: inv})
+			ref := rate.NewLimiter(rate.Limit(tc.rate.PerSecond()), int(tc.burst))
+			var last time.Time
+			now := t0
+			allowed, skipped := 0, 0
+			for i := 0; i < 200000; i++ {
+				switch k := r.IntN(100); {
+				case k < 80:
+					now = now.Add(time.Duration(r.IntN(2000)) * time.Microsecond)
+				case k < 95:
+					now = now.Add(time.Duration(r.IntN(3)) * time.Second)
+				case k < 98:
+					// out of order: the matcher and the reference both see
+					// the latest time instead
+					now = now.Add(-time.Duration(r.IntN(1000)) * time.Microsecond)
+				}
+				p := at("198.18.1.2", 0)
+				p.Meta.Time = now
+				before := m.emptyUntil.Load()
+				got := m.match(p)
+				if now.UnixNano() < before {
+					skipped++
+				}
+				rt := now
+				if rt.Before(last) {
+					rt = last
+				}
+				last = rt
+				want := ref.AllowN(rt, 1) != inv
+				if got != want {
+					t.Fatalf("%v burst %d invert %v, packet %d at %v: %v, want %v", tc.rate, tc.burst, inv, i, now, got, want)
+				}
+				if want != inv {
+					allowed++
+				}
+			}
+			if allowed == 0 || skipped == 0 {
+				t.Errorf("%v burst %d: %d allowed, %d refused without the limiter: not exercised", tc.rate, tc.burst, allowed, skipped)
+			}
+		}
+	}
 }
