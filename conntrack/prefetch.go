@@ -18,8 +18,8 @@ func (t *Table) PrefetchBucket(k *Key) {
 
 // PrefetchEntry asks the CPU to load the entry a Track of k will find,
 // when it is the first of its bucket (chains are short), or else the free
-// entry a new flow of that shard would get next, with its chain link (and,
-// when the table is full, the bucket's first entry, which early drop reads). It
+// entry a new flow of that shard would get next, with its chain link (when
+// the table is full: the entry early drop will look at first). It
 // reads the bucket and the shard's allocation state without the shard's
 // lock: a stale value only makes the hint useless. In race-enabled builds
 // it does nothing.
@@ -35,9 +35,16 @@ func (t *Table) PrefetchEntry(k *Key) {
 		s.prefetchEntry(c.idx1()-1, false)
 		return
 	}
-	if c != 0 && t.count.Load() >= t.cfg.max {
-		// A full table: early drop will look at the bucket's entries.
-		s.prefetchEntry(c.idx1()-1, false)
+	if t.count.Load() >= t.cfg.max {
+		// A full table: early drop will evict from the first non-empty
+		// bucket from b on (and the flow gets the entry it frees).
+		for i := uint32(0); i < earlyDropRange; i++ {
+			if c := s.buckets[(b+i)&uint32(t.bucketMask)]; c != 0 {
+				s.prefetchEntry(c.idx1()-1, false)
+				return
+			}
+		}
+		return
 	}
 	i := s.free - 1
 	if i < 0 {
