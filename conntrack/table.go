@@ -135,11 +135,12 @@ func New(cfg Config) *Table {
 	}
 	n = 1 << t.shardBits
 	per := int(t.cfg.max) / n
-	// Two buckets per entry of a full table: chains stay short (a lookup
-	// past a bucket's first entry costs a cache miss per entry), for 16
-	// bytes per entry of Max.
+	// One bucket per entry of a full table. (Two would shorten the chains,
+	// but early drop, which samples earlyDropRange buckets, would then find
+	// half as many candidates as the kernel's, whose buckets hold each
+	// entry twice, once per direction, and refuse far more new flows.)
 	nb := 16
-	for nb < 2*per {
+	for nb < per {
 		nb <<= 1
 	}
 	t.bucketMask = uint64(nb - 1)
