@@ -52,8 +52,15 @@ const (
 const (
 	chunkBits = 8
 	chunkSize = 1 << chunkBits
-	// earlyDropRange is NF_CT_EVICTION_RANGE: buckets sampled by early drop.
-	earlyDropRange = 8
+	// earlyDropRange is the buckets early drop samples: twice the kernel's
+	// NF_CT_EVICTION_RANGE (8). The kernel has as many buckets as Max
+	// (nf_conntrack_buckets = nf_conntrack_max = 262144 here) and its hash
+	// holds every entry twice, a node per direction, so a full table has
+	// two nodes per bucket; ours holds each entry once (both directions
+	// hash alike), one per bucket: 16 of our buckets hold as many entries
+	// as 8 of the kernel's. (With 8, a flood into a full table of unassured
+	// flows was refused about e^-8 of the time, the kernel about e^-16.)
+	earlyDropRange = 16
 )
 
 type entry struct {
@@ -135,10 +142,9 @@ func New(cfg Config) *Table {
 	}
 	n = 1 << t.shardBits
 	per := int(t.cfg.max) / n
-	// One bucket per entry of a full table. (Two would shorten the chains,
-	// but early drop, which samples earlyDropRange buckets, would then find
-	// half as many candidates as the kernel's, whose buckets hold each
-	// entry twice, once per direction, and refuse far more new flows.)
+	// One bucket per entry of a full table, as the kernel sizes its hash
+	// (which holds each entry twice). Two would shorten the chains, but
+	// early drop would find fewer candidates in the buckets it samples.
 	nb := 16
 	for nb < per {
 		nb <<= 1
