@@ -163,10 +163,13 @@ func (r *Replayer) prefetch(k int) {
 	for i := 0; i < k; i++ {
 		if f := &r.batch[i]; f.Skip == SkipNone && f.L3 != nil {
 			l3 = append(l3, f.L3)
-			r.sources.prefetch(f.L3)
+			r.sources.prefetch(f.L3, false)
 		}
 	}
 	r.w.Prefetch(l3)
+	for _, b := range l3 {
+		r.sources.prefetch(b, true)
+	}
 	r.l3 = l3[:0]
 }
 

@@ -108,8 +108,9 @@ func (t *srcTable) prune() {
 }
 
 // prefetch asks the CPU to load the index slot of the source of l3 (an IPv4
-// or IPv6 packet).
-func (t *srcTable) prefetch(l3 []byte) {
+// or IPv6 packet), or, with entry, the counters that slot points to (call
+// it later, once the slot has arrived).
+func (t *srcTable) prefetch(l3 []byte, entry bool) {
 	if len(t.slots) == 0 || len(l3) < 20 {
 		return
 	}
@@ -123,5 +124,11 @@ func (t *srcTable) prefetch(l3 []byte) {
 		return
 	}
 	i := t.hash(a) & uint64(len(t.slots)-1)
-	prefetch.Line(unsafe.Pointer(&t.slots[i]))
+	if !entry {
+		prefetch.Line(unsafe.Pointer(&t.slots[i]))
+		return
+	}
+	if j := t.slots[i]; j > 0 && int(j) <= len(t.srcs) {
+		prefetch.Line(unsafe.Pointer(&t.srcs[j-1]))
+	}
 }
