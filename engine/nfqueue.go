@@ -146,6 +146,29 @@ type nfqRunner struct {
 	frags      map[nfqFragKey][]heldFrag
 	nheld      int
 	fragSweep  time.Time
+	// lastIf caches the last interface looked up (most packets come in
+	// on the same one): ifIdx's ifInfo, valid while ifAt is.
+	lastIf    ifInfo
+	lastIfIdx uint32
+	// batched: the counters of the packets handled since the last
+	// EndBatch, published by EndBatch (QueueHandler.SetBatched).
+	batched bool
+	pend    pendingStats
+}
+
+// pendingStats are a batch's counters, kept by the one goroutine handling
+// the queue until EndBatch adds them to QueueStats.
+type pendingStats struct {
+	packets, bytes [4]uint64
+	// groups of packets sharing a receive time (a batching driver reads the
+	// clock once per receive call): their latency is measured together
+	lat  [4]latGroup
+	nlat int
+}
+
+type latGroup struct {
+	received time.Time
+	n        uint64
 }
 
 // ErrQueueBound is wrapped by OpenNFQueue's error when another process
@@ -387,6 +410,20 @@ func (h *QueueHandler) SetMarkSender(send func(id uint32, verdict int, mark uint
 // dropped, or accepted with FailOpen).
 func (h *QueueHandler) Handle(p *QueuedPacket) { h.r.handlePacket(p) }
 
+// SetBatched, for a driver that hands over packets in batches, keeps the
+// packet and byte counters and the verdict latency of the packets handled
+// in the handler until EndBatch, which adds them to the QueueStats at once
+// (one atomic add per counter per batch instead of four per packet) and
+// measures the latency with one clock read: from each packet's Received
+// (which the packets of one receive call share) to EndBatch's time. Call it
+// before the first Handle.
+func (h *QueueHandler) SetBatched(on bool) { h.r.batched = on }
+
+// EndBatch publishes the counters of the packets handled since the last
+// EndBatch (SetBatched), their verdicts decided at now: the driver calls
+// it after handling a batch, before or as it sends the batch's verdicts.
+func (h *QueueHandler) EndBatch(now time.Time) { h.r.endBatch(now) }
+
 // Stats returns the queue's counters (live values; read them atomically).
 func (h *QueueHandler) Stats() *QueueStats { return &h.r.stats }
 
@@ -527,17 +564,74 @@ func (r *nfqRunner) handlePacket(a *QueuedPacket) {
 	if int(act) >= len(r.stats.Packets) {
 		act = Drop
 	}
+	if r.batched {
+		r.pend.packets[act]++
+		r.pend.bytes[act] += uint64(v.Len)
+		r.pendLatency(start)
+		return
+	}
 	r.stats.Packets[act].Add(1)
 	r.stats.Bytes[act].Add(uint64(v.Len))
-	d := time.Since(start)
-	r.stats.LatencySumNs.Add(uint64(d))
-	sec := d.Seconds()
+	r.stats.observeLatency(time.Since(start), 1)
+}
+
+// pendLatency counts a batched packet received at t for the latency
+// EndBatch measures; a new receive time opens a group, and when all groups
+// are taken the batch's latencies are measured now.
+func (r *nfqRunner) pendLatency(t time.Time) {
+	p := &r.pend
+	if p.nlat > 0 && p.lat[p.nlat-1].received.Equal(t) {
+		p.lat[p.nlat-1].n++
+		return
+	}
+	if p.nlat == len(p.lat) {
+		r.flushLatency(time.Now())
+	}
+	p.lat[p.nlat] = latGroup{received: t, n: 1}
+	p.nlat++
+}
+
+func (r *nfqRunner) flushLatency(now time.Time) {
+	p := &r.pend
+	for _, g := range p.lat[:p.nlat] {
+		r.stats.observeLatency(now.Sub(g.received), g.n)
+	}
+	p.nlat = 0
+}
+
+// endBatch adds the batch's counters to the QueueStats.
+func (r *nfqRunner) endBatch(now time.Time) {
+	p := &r.pend
+	for i := range p.packets {
+		if p.packets[i] != 0 {
+			r.stats.Packets[i].Add(p.packets[i])
+			r.stats.Bytes[i].Add(p.bytes[i])
+			p.packets[i], p.bytes[i] = 0, 0
+		}
+	}
+	r.flushLatency(now)
+}
+
+// observeLatency counts n packets verdicted d after they were received.
+func (s *QueueStats) observeLatency(d time.Duration, n uint64) {
+	if d < 0 {
+		d = 0
+	}
+	s.LatencySumNs.Add(uint64(d) * n)
 	i := 0
-	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
+	for i < len(LatencyBuckets) && d > latencyBucketNs[i] {
 		i++
 	}
-	r.stats.Latency[i].Add(1)
+	s.Latency[i].Add(n)
 }
+
+// latencyBucketNs are LatencyBuckets as durations.
+var latencyBucketNs = func() (b [len(LatencyBuckets)]time.Duration) {
+	for i, s := range LatencyBuckets {
+		b[i] = time.Duration(s*1e9 + 0.5)
+	}
+	return b
+}()
 
 // panicked keeps a bug in the engine from killing the daemon (and with it,
 // without --queue-bypass, the host's traffic): the packet still gets its one
@@ -810,8 +904,13 @@ func (r *nfqRunner) iface(idx uint32, now time.Time) ifInfo {
 	if now.Sub(r.ifAt) > r.q.cfg.IfaceTTL {
 		clear(r.ifnames)
 		r.ifAt = now
+		r.lastIfIdx = 0
+	}
+	if idx == r.lastIfIdx {
+		return r.lastIf
 	}
 	if n, ok := r.ifnames[idx]; ok {
+		r.lastIf, r.lastIfIdx = n, idx
 		return n
 	}
 	var n ifInfo
@@ -823,6 +922,7 @@ func (r *nfqRunner) iface(idx uint32, now time.Time) ifInfo {
 		}
 	}
 	r.ifnames[idx] = n
+	r.lastIf, r.lastIfIdx = n, idx
 	return n
 }
 

@@ -135,8 +135,7 @@ func BenchmarkReceiveQueueHandler(b *testing.B) {
 	q := newReplayQueue(Config{Queue: 0, Batch: 64}, map[uint32]string{2: "veth0"})
 	s := &sink{}
 	q.send = s.send
-	r := &engineRunner{q: q.Queue, log: func(string, ...any) {}, warn: func(string, ...any) {}}
-	r.h = engine.NewQueueHandler(newEngine(b, "server.rules"), engine.NFQueueConfig{}, 0, r.send)
+	r := newEngineRunner(q.Queue, newEngine(b, "server.rules"), engine.NFQueueConfig{})
 	n := q.load(dg)
 	if err := q.process(n, r.handle); err != nil {
 		b.Fatal(err)

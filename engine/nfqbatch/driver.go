@@ -59,16 +59,7 @@ func OpenEngine(eng *engine.Engine, cfg engine.NFQueueConfig) (*Engines, error) 
 			}
 			return nil, err
 		}
-		r := &engineRunner{q: q}
-		r.h = engine.NewQueueHandler(eng, cfg, num, r.send)
-		r.h.SetMarkSender(r.sendMark)
-		if cfg.Logger != nil {
-			l := cfg.Logger.With("queue", num)
-			r.log, r.warn = l.Error, l.Warn
-		} else {
-			r.log, r.warn = func(string, ...any) {}, func(string, ...any) {}
-		}
-		e.runners = append(e.runners, r)
+		e.runners = append(e.runners, newEngineRunner(q, eng, cfg))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
@@ -80,6 +71,23 @@ func OpenEngine(eng *engine.Engine, cfg engine.NFQueueConfig) (*Engines, error) 
 		}()
 	}
 	return e, nil
+}
+
+// newEngineRunner joins queue q and a QueueHandler of cfg's on eng.
+func newEngineRunner(q *Queue, eng *engine.Engine, cfg engine.NFQueueConfig) *engineRunner {
+	num := q.cfg.Queue
+	r := &engineRunner{q: q}
+	r.h = engine.NewQueueHandler(eng, cfg, num, r.send)
+	r.h.SetMarkSender(r.sendMark)
+	// Counters and latency are published once per batch (handle).
+	r.h.SetBatched(true)
+	if cfg.Logger != nil {
+		l := cfg.Logger.With("queue", num)
+		r.log, r.warn = l.Error, l.Warn
+	} else {
+		r.log, r.warn = func(string, ...any) {}, func(string, ...any) {}
+	}
+	return r
 }
 
 // run reads and verdicts until ctx is done; a failed read or verdict send
@@ -161,6 +169,9 @@ func (r *engineRunner) handle(pkts []Packet, vs []Verdict) {
 	}
 	r.vs = nil
 	r.q.SetBatchAccept(!r.h.Holding())
+	// One clock read per batch: the counters and the verdict latency
+	// (from the batch's receive time) of its packets.
+	r.h.EndBatch(time.Now())
 }
 
 // Stats returns the queues' counters (live values; read them atomically).

@@ -58,8 +58,7 @@ func TestEngineRunnerFragments(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := newReplayQueue(Config{Queue: 7, Batch: 8, VerdictBatch: 100}, nil)
-	r := &engineRunner{q: q.Queue, log: func(string, ...any) {}, warn: func(string, ...any) {}}
-	r.h = engine.NewQueueHandler(eng, engine.NFQueueConfig{Logger: slog.New(slog.DiscardHandler), IfaceTTL: time.Hour}, 7, r.send)
+	r := newEngineRunner(q.Queue, eng, engine.NFQueueConfig{Logger: slog.New(slog.DiscardHandler), IfaceTTL: time.Hour})
 
 	// Batch 1: a whole datagram to 53 (dropped), the first two fragments of
 	// a datagram to 161, a whole one to 161 (accepted).

@@ -40,11 +40,8 @@ func offloadBatch(tb testing.TB) [][]byte {
 }
 
 func newOffloadRunner(tb testing.TB, q *replayQueue) *engineRunner {
-	r := &engineRunner{q: q.Queue, log: func(string, ...any) {}, warn: func(string, ...any) {}}
-	r.h = engine.NewQueueHandler(newEngine(tb, "server.rules"),
-		engine.NFQueueConfig{Logger: slog.New(slog.DiscardHandler), IfaceTTL: time.Hour, Offload: offloadCfg}, 7, r.send)
-	r.h.SetMarkSender(r.sendMark)
-	return r
+	return newEngineRunner(q.Queue, newEngine(tb, "server.rules"),
+		engine.NFQueueConfig{Logger: slog.New(slog.DiscardHandler), IfaceTTL: time.Hour, Offload: offloadCfg})
 }
 
 // TestEngineRunnerOffload runs the batch driver's handler with offload on:
