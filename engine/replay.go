@@ -284,9 +284,9 @@ func (r *Replayer) Summary(rules4, rules6 string) *Summary {
 	}
 	s.Seconds = append([]SecondCount(nil), r.secs...)
 	var top []SourceCount
-	for _, sc := range r.sources.srcs {
-		if sc.Dropped > 0 {
-			top = append(top, sc)
+	for i := range r.sources.srcs {
+		if sc := &r.sources.srcs[i]; sc.Dropped > 0 {
+			top = append(top, sc.public())
 		}
 	}
 	sort.Slice(top, func(i, j int) bool {

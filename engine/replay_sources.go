@@ -15,7 +15,7 @@ import (
 // max sources. Counting a packet of a known source allocates nothing and
 // touches two cache lines; the table grows by doubling up to its bound.
 type srcTable struct {
-	srcs    []SourceCount
+	srcs    []srcCount
 	slots   []int32 // index+1 into srcs, 0 when empty; a power of two, at least twice len(srcs)
 	seed    uint64
 	max     int
@@ -23,39 +23,72 @@ type srcTable struct {
 	scratch []uint64 // dropped counts, for pruning
 }
 
-func (t *srcTable) hash(a netip.Addr) uint64 {
-	var h uint64
+// srcCount is a SourceCount as the table keeps it: the address as its
+// 16-byte form's two words and whether it is IPv4, so that the counters
+// hold no pointer (a netip.Addr has one) and the garbage collector never
+// scans them nor do appends go through its write barrier.
+type srcCount struct {
+	hi, lo                 uint64
+	is4                    bool
+	Offered, Dropped, SYNs uint64
+}
+
+func srcKey(a netip.Addr) (hi, lo uint64, is4 bool) {
 	if a.Is4() {
 		b := a.As4()
-		h = uint64(binary.LittleEndian.Uint32(b[:])) ^ t.seed
-	} else {
-		b := a.As16()
-		hi, lo := bits.Mul64(binary.LittleEndian.Uint64(b[:8])^t.seed, binary.LittleEndian.Uint64(b[8:])^0x9e3779b97f4a7c15)
-		h = hi ^ lo
+		return 0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:])), true
 	}
-	hi, lo := bits.Mul64(h, 0xbf58476d1ce4e5b9)
-	return hi ^ lo
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), false
+}
+
+// addr returns the source's address.
+func (c *srcCount) addr() netip.Addr {
+	if c.is4 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(c.lo))
+		return netip.AddrFrom4(b)
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], c.hi)
+	binary.BigEndian.PutUint64(b[8:], c.lo)
+	return netip.AddrFrom16(b)
+}
+
+// public returns the counters as a SourceCount.
+func (c *srcCount) public() SourceCount {
+	return SourceCount{Addr: c.addr(), Offered: c.Offered, Dropped: c.Dropped, SYNs: c.SYNs}
+}
+
+func (t *srcTable) hash(hi, lo uint64, is4 bool) uint64 {
+	if is4 {
+		hi = 1
+	}
+	x, y := bits.Mul64(hi^t.seed, lo^0x9e3779b97f4a7c15)
+	x, y = bits.Mul64(x^y, 0xbf58476d1ce4e5b9)
+	return x ^ y
 }
 
 // get returns the counters of source a, adding it (after pruning, when the
 // table is full) when it is new.
-func (t *srcTable) get(a netip.Addr) *SourceCount {
+func (t *srcTable) get(a netip.Addr) *srcCount {
+	hi, lo, is4 := srcKey(a)
 	if len(t.slots) > 0 {
 		mask := uint64(len(t.slots) - 1)
-		for i := t.hash(a) & mask; ; i = (i + 1) & mask {
+		for i := t.hash(hi, lo, is4) & mask; ; i = (i + 1) & mask {
 			j := t.slots[i]
 			if j == 0 {
 				break
 			}
-			if t.srcs[j-1].Addr == a {
-				return &t.srcs[j-1]
+			if c := &t.srcs[j-1]; c.lo == lo && c.hi == hi && c.is4 == is4 {
+				return c
 			}
 		}
 	}
 	if len(t.srcs) >= t.max {
 		t.prune()
 	}
-	t.srcs = append(t.srcs, SourceCount{Addr: a})
+	t.srcs = append(t.srcs, srcCount{hi: hi, lo: lo, is4: is4})
 	if 2*len(t.srcs) > len(t.slots) {
 		t.reindex(max(16, 2*len(t.slots)))
 	} else {
@@ -66,7 +99,8 @@ func (t *srcTable) get(a netip.Addr) *SourceCount {
 
 func (t *srcTable) insert(idx int) {
 	mask := uint64(len(t.slots) - 1)
-	i := t.hash(t.srcs[idx].Addr) & mask
+	c := &t.srcs[idx]
+	i := t.hash(c.hi, c.lo, c.is4) & mask
 	for t.slots[i] != 0 {
 		i = (i + 1) & mask
 	}
@@ -114,16 +148,17 @@ func (t *srcTable) prefetch(l3 []byte, entry bool) {
 	if len(t.slots) == 0 || len(l3) < 20 {
 		return
 	}
-	var a netip.Addr
+	var hi, lo uint64
+	is4 := false
 	switch {
 	case l3[0]>>4 == 4:
-		a = netip.AddrFrom4([4]byte(l3[12:16]))
+		lo, is4 = 0xffff<<32|uint64(binary.BigEndian.Uint32(l3[12:16])), true
 	case l3[0]>>4 == 6 && len(l3) >= 40:
-		a = netip.AddrFrom16([16]byte(l3[8:24]))
+		hi, lo = binary.BigEndian.Uint64(l3[8:16]), binary.BigEndian.Uint64(l3[16:24])
 	default:
 		return
 	}
-	i := t.hash(a) & uint64(len(t.slots)-1)
+	i := t.hash(hi, lo, is4) & uint64(len(t.slots)-1)
 	if !entry {
 		prefetch.Line(unsafe.Pointer(&t.slots[i]))
 		return

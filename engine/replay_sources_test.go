@@ -33,7 +33,7 @@ func TestReplaySourcesIndex(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		for i, a := range addrs {
 			sc := r.get(a)
-			if sc.Addr != a || sc.Offered != uint64(round-1) {
+			if sc.addr() != a || sc.Offered != uint64(round-1) {
 				t.Fatalf("round %d, source %d (%v): %+v", round, i, a, *sc)
 			}
 			sc.Offered++
@@ -68,7 +68,7 @@ func TestReplaySourcesBounded(t *testing.T) {
 	}
 	for i := 33; i < 64; i++ {
 		sc := r.get(srcAddr(i))
-		if sc.Dropped != uint64(i) || sc.Offered != 1 || sc.Addr != srcAddr(i) {
+		if sc.Dropped != uint64(i) || sc.Offered != 1 || sc.addr() != srcAddr(i) {
 			t.Errorf("source %d: %+v", i, *sc)
 		}
 	}
