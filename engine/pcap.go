@@ -113,7 +113,7 @@ func OpenPcap(r io.Reader) (*PcapReader, error) {
 	m := binary.LittleEndian.Uint32(magic)
 	switch m {
 	case 0x0a0d0d0a:
-		pr.v = &recordValidator{r: br, ng: true}
+		pr.v = &recordValidator{src: br, ng: true}
 		ng, err := pcapgo.NewNgReader(pr.v, pcapgo.NgReaderOptions{WantMixedLinkType: true, SkipUnknownVersion: false})
 		if err != nil {
 			return nil, pr.wrap(err)
@@ -124,7 +124,7 @@ func OpenPcap(r io.Reader) (*PcapReader, error) {
 			pr.link = pr.v.ngLinks[0]
 		}
 	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
-		pr.v = &recordValidator{r: br}
+		pr.v = &recordValidator{src: br}
 		rd, err := pcapgo.NewReader(pr.v)
 		if err != nil {
 			return nil, pr.wrap(err)
@@ -213,8 +213,14 @@ func (r *PcapReader) ifaceLink(ci gopacket.CaptureInfo) uint8 {
 // the byte offset and packet count of the stream for error messages, and the
 // full 32-bit link types (gopacket's LinkType is 8 bits wide).
 type recordValidator struct {
-	r  *bufio.Reader
-	ng bool
+	// src is read in large pieces into buf (data in buf[r:w]), from which
+	// headers are parsed and record bodies handed to pcapgo: a packet costs
+	// two small copies instead of layers of io.ReadFull and bufio calls.
+	src    io.Reader
+	buf    []byte
+	r, w   int
+	srcErr error // the error that ended src (io.EOF at its end)
+	ng     bool
 	be bool // byte order of the current file / section
 
 	off       int64 // bytes consumed from r
@@ -271,6 +277,34 @@ func (v *recordValidator) fail(kind error, what string, err error) error {
 	return v.err
 }
 
+// validatorBuf is the size of the validator's read buffer.
+const validatorBuf = 128 << 10
+
+// more reads from src into the buffer (moving what is left to its start)
+// and reports whether it got anything.
+func (v *recordValidator) more() bool {
+	if v.srcErr != nil {
+		return false
+	}
+	if v.buf == nil {
+		v.buf = make([]byte, validatorBuf)
+	}
+	if v.r > 0 {
+		v.w = copy(v.buf, v.buf[v.r:v.w])
+		v.r = 0
+	}
+	for {
+		m, err := v.src.Read(v.buf[v.w:])
+		v.w += m
+		if err != nil {
+			v.srcErr = err
+		}
+		if m > 0 || err != nil {
+			return m > 0
+		}
+	}
+}
+
 // Read implements io.Reader for pcapgo.
 func (v *recordValidator) Read(p []byte) (int, error) {
 	n := 0
@@ -282,30 +316,26 @@ func (v *recordValidator) Read(p []byte) (int, error) {
 			continue
 		}
 		if v.body > 0 {
-			want := int64(len(p) - n)
-			if want > v.body {
-				want = v.body
-			}
-			c, err := v.r.Read(p[n : n+int(want)])
-			n += c
-			v.off += int64(c)
-			v.body -= int64(c)
-			if err != nil && v.body > 0 {
+			if v.r == v.w && !v.more() {
+				err := v.srcErr
 				if err == io.EOF {
 					err = nil
 				}
 				v.fail(ErrPcapTruncated, v.bodyWhat(), err)
 				break
 			}
-			if v.body > 0 {
-				break // return what we have; do not block for more
-			}
+			want := min(int64(len(p)-n), v.body, int64(v.w-v.r))
+			c := copy(p[n:n+int(want)], v.buf[v.r:])
+			v.r += c
+			n += c
+			v.off += int64(c)
+			v.body -= int64(c)
 			continue
 		}
 		if v.err != nil {
 			break
 		}
-		if n > 0 && v.r.Buffered() == 0 {
+		if n > 0 && v.r == v.w {
 			break // do not block on the next header while holding data
 		}
 		v.nextHeader()
@@ -318,11 +348,20 @@ func (v *recordValidator) Read(p []byte) (int, error) {
 
 // readFull reads exactly len(b) bytes of a header.
 func (v *recordValidator) readFull(b []byte, what string) bool {
-	c, err := io.ReadFull(v.r, b)
-	v.off += int64(c)
-	if err == nil {
+	for v.w-v.r < len(b) && v.more() {
+	}
+	if v.w-v.r >= len(b) {
+		copy(b, v.buf[v.r:])
+		v.r += len(b)
+		v.off += int64(len(b))
 		return true
 	}
+	// The file ends inside the header (or, with nothing read, between
+	// records).
+	c := v.w - v.r
+	v.r = v.w
+	v.off += int64(c)
+	err := v.srcErr
 	if err == io.EOF && c == 0 && v.started {
 		v.err = io.EOF
 		return false
