@@ -221,7 +221,7 @@ type recordValidator struct {
 	r, w   int
 	srcErr error // the error that ended src (io.EOF at its end)
 	ng     bool
-	be bool // byte order of the current file / section
+	be     bool // byte order of the current file / section
 
 	off       int64 // bytes consumed from r
 	unitStart int64 // offset of the header or record being passed
