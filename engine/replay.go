@@ -31,6 +31,12 @@ type ReplayOptions struct {
 	MaxSources int
 }
 
+// MaxReplaySeconds bounds the per-second picture (Summary.Seconds) to the
+// first day of capture time, so that a capture whose timestamps span years
+// cannot make it grow without bound; later packets are counted in
+// Summary.SecondsBeyond.
+const MaxReplaySeconds = 86400
+
 // DefaultMaxSources is ReplayOptions.MaxSources' default.
 const DefaultMaxSources = 1 << 16
 
@@ -242,20 +248,24 @@ func (r *Replayer) count(f *Frame, v Verdict) {
 	if sec < 0 {
 		sec = 0
 	}
-	for len(r.secs) <= sec {
-		r.secs = append(r.secs, SecondCount{})
-	}
-	sc := &r.secs[sec]
 	syn := p.Proto == packet.ProtoTCP && p.TCPFlags&(packet.TCPSyn|packet.TCPAck) == packet.TCPSyn
-	sc.Offered++
-	if syn {
-		sc.OfferedSYN++
-	}
-	if v.Action == Accept {
-		sc.Accepted++
-		if syn {
-			sc.AcceptedSYN++
+	if sec < MaxReplaySeconds {
+		for len(r.secs) <= sec {
+			r.secs = append(r.secs, SecondCount{})
 		}
+		sc := &r.secs[sec]
+		sc.Offered++
+		if syn {
+			sc.OfferedSYN++
+		}
+		if v.Action == Accept {
+			sc.Accepted++
+			if syn {
+				sc.AcceptedSYN++
+			}
+		}
+	} else {
+		s.SecondsBeyond++
 	}
 	src := r.sources.get(p.Src)
 	src.Offered++

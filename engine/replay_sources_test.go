@@ -3,6 +3,9 @@ package engine
 import (
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/filterd/filterd/conntrack"
 )
 
 // indexed counts the index's occupied slots.
@@ -100,5 +103,31 @@ func TestReplaySourcesBounded(t *testing.T) {
 		if sc := r.get(srcAddr(i)); sc.Dropped != uint64(i) {
 			t.Errorf("heavy dropper %d forgotten: %+v", i, *sc)
 		}
+	}
+}
+
+// TestReplaySecondsBounded: a capture whose timestamps span more than a day
+// (here 400 days) keeps the per-second picture to its first day and counts
+// the later packets apart, instead of growing a slice per second.
+func TestReplaySecondsBounded(t *testing.T) {
+	e, err := New(Config{Conntrack: conntrack.New(conntrack.Config{HashSeed: 1}), Route: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewReplayer(e, ReplayOptions{})
+	l3 := udp4(t, []byte("x"))
+	t0 := time.Unix(1700000000, 0)
+	for i, d := range []time.Duration{0, time.Second, 23 * time.Hour, 400 * 24 * time.Hour, 401 * 24 * time.Hour} {
+		f := Frame{Num: i + 1, Time: t0.Add(d), Data: l3, L3: l3}
+		if err := r.Frame(&f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := r.Summary("", "")
+	if s.Packets != 5 || len(s.Seconds) != 23*3600+1 || s.SecondsBeyond != 2 {
+		t.Fatalf("%d packets, %d seconds, %d beyond; want 5, %d, 2", s.Packets, len(s.Seconds), s.SecondsBeyond, 23*3600+1)
+	}
+	if n := s.Seconds[0].Offered + s.Seconds[1].Offered + s.Seconds[23*3600].Offered; n != 3 {
+		t.Errorf("%d packets in the per-second picture, want 3", n)
 	}
 }

@@ -22,8 +22,10 @@ type Summary struct {
 	// Families says per family whether rules were loaded ("filtered") or the
 	// family passed unfiltered but tracked.
 	Families []FamilyInfo `json:"families"`
-	// Seconds is the per-second picture, indexed from First.
-	Seconds []SecondCount `json:"seconds"`
+	// Seconds is the per-second picture, indexed from First, for the first
+	// MaxReplaySeconds; SecondsBeyond counts the packets after that.
+	Seconds       []SecondCount `json:"seconds"`
+	SecondsBeyond uint64        `json:"seconds_beyond,omitempty"`
 	// TopDropped lists the sources with the most dropped packets.
 	TopDropped []SourceCount `json:"top_dropped"`
 	// SourcesPruned counts per-source entries forgotten to keep the table

@@ -389,6 +389,9 @@ func printSummary(w io.Writer, s *engine.Summary, rules engine.Rules) {
 			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t\n", i, c.Offered, c.Accepted, c.OfferedSYN, c.AcceptedSYN)
 		}
 		tw.Flush()
+		if s.SecondsBeyond > 0 {
+			fmt.Fprintf(w, "(%d packets after the first %d seconds are not in this table)\n", s.SecondsBeyond, engine.MaxReplaySeconds)
+		}
 	}
 	if len(s.TopDropped) > 0 {
 		fmt.Fprintln(w, "\ntop dropped sources:")
