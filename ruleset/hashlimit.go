@@ -57,16 +57,42 @@ func hashlimitConfigOf(m *HashlimitMatch, fam packet.Family) (hashlimitConfig, e
 }
 
 // hlKey is the bucket key: the address and port parts selected by
-// --hashlimit-mode, masked.
+// --hashlimit-mode, masked. Addresses are their 16-byte form's two
+// big-endian words (zero when not selected): no pointer (a netip.Addr has
+// one), so the map hashes and compares plain memory and the collector
+// never scans it.
 type hlKey struct {
-	src, dst     netip.Addr
+	src, dst     [2]uint64
 	sport, dport uint16
 }
 
+// addrWords returns a masked to its first bits as hlKey holds it.
+func addrWords(a netip.Addr, bits int) [2]uint64 {
+	if a.Is4() {
+		b := a.As4()
+		v := binary.BigEndian.Uint32(b[:])
+		if bits < 32 {
+			v &= ^(^uint32(0) >> max(bits, 0))
+		}
+		return [2]uint64{0, 0xffff<<32 | uint64(v)}
+	}
+	b := a.As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	switch {
+	case bits <= 0:
+		hi, lo = 0, 0
+	case bits < 64:
+		hi &= ^(^uint64(0) >> bits)
+		lo = 0
+	case bits < 128:
+		lo &= ^(^uint64(0) >> (bits - 64))
+	}
+	return [2]uint64{hi, lo}
+}
+
 func (k *hlKey) shardHash() uint64 {
-	a, b := k.src.As16(), k.dst.As16()
-	h := binary.LittleEndian.Uint64(a[:8]) ^ binary.LittleEndian.Uint64(a[8:])*0x9e3779b97f4a7c15
-	h ^= binary.LittleEndian.Uint64(b[:8])*0xc2b2ae3d27d4eb4f ^ binary.LittleEndian.Uint64(b[8:])
+	h := k.src[0] ^ k.src[1]*0x9e3779b97f4a7c15
+	h ^= k.dst[0]*0xc2b2ae3d27d4eb4f ^ k.dst[1]
 	h ^= uint64(k.sport)<<16 | uint64(k.dport)
 	h ^= h >> 33
 	h *= 0xff51afd7ed558ccd
@@ -263,21 +289,14 @@ func (c *Compiled) newHashlimitMatcher(m *HashlimitMatch, fam packet.Family) (ma
 	return &hashlimitMatcher{t: t, above: m.Above}, nil
 }
 
-func maskAddr(a netip.Addr, bits int) netip.Addr {
-	if bits >= a.BitLen() {
-		return a
-	}
-	return netip.PrefixFrom(a, bits).Masked().Addr()
-}
-
 func (m *hashlimitMatcher) match(p *packet.Packet) bool {
 	cfg := &m.t.cfg
 	var k hlKey
 	if cfg.mode&HashSrcIP != 0 {
-		k.src = maskAddr(p.Src, cfg.srcMask)
+		k.src = addrWords(p.Src, cfg.srcMask)
 	}
 	if cfg.mode&HashDstIP != 0 {
-		k.dst = maskAddr(p.Dst, cfg.dstMask)
+		k.dst = addrWords(p.Dst, cfg.dstMask)
 	}
 	if cfg.mode&(HashSrcPort|HashDstPort) != 0 && p.HasPorts() && !p.Fragment {
 		if cfg.mode&HashSrcPort != 0 {

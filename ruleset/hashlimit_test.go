@@ -1,6 +1,8 @@
 package ruleset
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -129,7 +131,7 @@ func TestHashlimitEvictsIdleFirst(t *testing.T) {
 	ht := newHashTable(cfg)
 	ht.shards, ht.mask = ht.shards[:1], 0
 	ht.shards[0].max = 3
-	key := func(s string) hlKey { return hlKey{src: mkAddr(s)} }
+	key := func(s string) hlKey { return hlKey{src: addrWords(mkAddr(s), 32)} }
 	sec := func(n float64) time.Time { return t0.Add(time.Duration(n * float64(time.Second))) }
 	ht.allow(key("198.18.0.1"), sec(0), 1)
 	ht.allow(key("198.18.0.2"), sec(1), 1)
@@ -252,4 +254,51 @@ func TestHashlimitMemoryCeiling(t *testing.T) {
 		t.Fatalf("%d buckets use %d MiB, ceiling %d MiB", n, used>>20, ceiling>>20)
 	}
 	runtime.KeepAlive(c)
+}
+
+// TestHashlimitAddrWords: the bucket key's masked address is the address
+// netip masks to the same prefix length, for every length of both families
+// (IPv4-mapped IPv6 addresses as IPv6), and distinct addresses in distinct
+// prefixes give distinct keys.
+func TestHashlimitAddrWords(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for i := 0; i < 20000; i++ {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], r.Uint64())
+		binary.BigEndian.PutUint64(b[8:], r.Uint64())
+		a := netip.AddrFrom16(b)
+		switch i % 3 {
+		case 0:
+			a = netip.AddrFrom4([4]byte(b[:4]))
+		case 1:
+			a = netip.AddrFrom16(netip.AddrFrom4([4]byte(b[:4])).As16())
+		}
+		bits := r.IntN(a.BitLen() + 2)
+		got := addrWords(a, bits)
+		want := maskAddr(a, bits)
+		if back := wordsAddr(got, a.Is4()); back != want {
+			t.Fatalf("addrWords(%v, %d) = %v, want %v", a, bits, back, want)
+		}
+	}
+}
+
+// maskAddr is the reference: a masked to its first bits by netip.
+func maskAddr(a netip.Addr, bits int) netip.Addr {
+	if bits >= a.BitLen() {
+		return a
+	}
+	return netip.PrefixFrom(a, max(bits, 0)).Masked().Addr()
+}
+
+// wordsAddr turns hlKey's words back into an address.
+func wordsAddr(w [2]uint64, is4 bool) netip.Addr {
+	if is4 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(w[1]))
+		return netip.AddrFrom4(b)
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], w[0])
+	binary.BigEndian.PutUint64(b[8:], w[1])
+	return netip.AddrFrom16(b)
 }
