@@ -6,28 +6,36 @@ import (
 	"github.com/filterd/filterd/internal/prefetch"
 )
 
+// Hash is a tuple's flow hash in a table, as PrefetchBucket returns it for
+// PrefetchEntry.
+type Hash uint64
+
 // PrefetchBucket asks the CPU to load the hash bucket that a Track of a
-// packet with tuple k (either direction) will read first. It takes no lock
-// and reads nothing of the table but its fixed layout. A caller holding a
-// batch of packets calls it for all of them, then PrefetchEntry for all of
-// them, then Track for each: the batch's cache misses then overlap.
-func (t *Table) PrefetchBucket(k *Key) {
-	sh, b := t.shardOf(t.hash(k))
+// packet with tuple k (either direction) will read first, and returns the
+// tuple's hash. It takes no lock and reads nothing of the table but its
+// fixed layout. A caller holding a batch of packets calls it for all of
+// them, then PrefetchEntry for all of them, then Track for each: the
+// batch's cache misses then overlap.
+func (t *Table) PrefetchBucket(k *Key) Hash {
+	h := t.hash(k)
+	sh, b := t.shardOf(h)
 	prefetch.Line(unsafe.Pointer(&t.shards[sh].buckets[b]))
+	return Hash(h)
 }
 
-// PrefetchEntry asks the CPU to load the entry a Track of k will find,
+// PrefetchEntry asks the CPU to load the entry a Track of the tuple with
+// hash h (from PrefetchBucket) will find,
 // when it is the first of its bucket (chains are short), or else the free
 // entry a new flow of that shard would get next, with its chain link (when
 // the table is full: the entry early drop will look at first). It
 // reads the bucket and the shard's allocation state without the shard's
 // lock: a stale value only makes the hint useless. In race-enabled builds
 // it does nothing.
-func (t *Table) PrefetchEntry(k *Key) {
+func (t *Table) PrefetchEntry(hash Hash) {
 	if !prefetch.Racy {
 		return
 	}
-	h := t.hash(k)
+	h := uint64(hash)
 	sh, b := t.shardOf(h)
 	s := &t.shards[sh]
 	c := s.buckets[b]

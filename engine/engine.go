@@ -222,8 +222,8 @@ type Worker struct {
 	// sweepIn counts packets down to the next incremental conntrack sweep
 	// (every cfg.SweepEvery packets, without a division per packet).
 	sweepIn int
-	// pf holds the tuples of the batch being prefetched.
-	pf [PrefetchMax]conntrack.Key
+	// pf holds the flow hashes of the batch being prefetched.
+	pf [PrefetchMax]conntrack.Hash
 }
 
 // NewWorker returns a worker bound to e.

@@ -24,14 +24,15 @@ func (w *Worker) Prefetch(pkts [][]byte) {
 	}
 	ct := w.e.cfg.Conntrack
 	n := 0
+	var k conntrack.Key
 	for _, b := range pkts {
-		if flowKey(b, &w.pf[n]) {
-			ct.PrefetchBucket(&w.pf[n])
+		if flowKey(b, &k) {
+			w.pf[n] = ct.PrefetchBucket(&k)
 			n++
 		}
 	}
 	for i := 0; i < n; i++ {
-		ct.PrefetchEntry(&w.pf[i])
+		ct.PrefetchEntry(w.pf[i])
 	}
 }
 
