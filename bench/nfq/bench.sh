@@ -38,7 +38,18 @@
 # Needs root, iproute2, iptables, taskset, go; installs suricata from
 # bookworm-backports when it is missing. Never run by CI.
 #
+# Then TCP-session workloads (bench/nfq/tcpflows): rr, TCP_CONNS connections
+# doing TCP_ROUNDS request/response rounds of 64 bytes each with an echo
+# server on the receiver's port 80, and stream, TCP_STREAM_CONNS connections
+# sending TCP_STREAM_MB MiB each to a sink on port 81, through TCP_CONFIGS:
+# kernel (server.rules), filterd
+# (--install --hooks INPUT,OUTPUT: both directions queued, 1 queue, pinned
+# to CPU 1) and filterd-offload (the same with --offload established: a
+# flow is handed to the kernel once filterd accepted one of its
+# ESTABLISHED packets). TCP_CONFIGS= (empty) skips it.
+#
 # Knobs (environment): CONFIGS, PROTOS, RATES, FULL_COUNT, PACED_SECONDS, SOURCES,
+# TCP_CONFIGS, TCP_CONNS, TCP_ROUNDS, TCP_STREAM_CONNS, TCP_STREAM_MB,
 # FILTERD_ARGS (more filterd run options, e.g. "--metrics 127.0.0.1:9467
 # --pprof" to profile the daemon inside the receiver namespace), FILTERD_BIN
 # (a filterd binary to run instead of one built from this tree: A/B runs).
@@ -48,7 +59,7 @@ if [[ ${EUID} -ne 0 ]]; then echo "bench.sh: needs root" >&2; exit 1; fi
 if [[ ${CI:-} == true ]]; then echo "bench.sh: a benchmark, not for CI" >&2; exit 1; fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CONFIGS=${CONFIGS:-"kernel gonfq:1 gonfq:2 suricata:1 suricata:2 filterd:1 filterd:2 filterd-gonfq:1 filterd-gonfq:2"}
+CONFIGS=${CONFIGS-"kernel gonfq:1 gonfq:2 suricata:1 suricata:2 filterd:1 filterd:2 filterd-gonfq:1 filterd-gonfq:2"}
 PROTOS=${PROTOS:-"udp syn"}
 RATES=${RATES:-"full 20000 50000 100000 150000"}
 FULL_COUNT=${FULL_COUNT:-600000}
@@ -56,6 +67,11 @@ PACED_SECONDS=${PACED_SECONDS:-2}
 FILTERD_ARGS=${FILTERD_ARGS:-}
 FILTERD_BIN=${FILTERD_BIN:-}
 SOURCES=${SOURCES:-32}
+TCP_CONFIGS=${TCP_CONFIGS-"kernel filterd filterd-offload"}
+TCP_CONNS=${TCP_CONNS:-32}
+TCP_ROUNDS=${TCP_ROUNDS:-5000}
+TCP_STREAM_CONNS=${TCP_STREAM_CONNS:-4}
+TCP_STREAM_MB=${TCP_STREAM_MB:-256}
 if [[ ! $SOURCES =~ ^[0-9]+$ ]] || ((SOURCES < 1 || SOURCES > 128 || 64512 % SOURCES != 0)); then
 	echo "bench.sh: SOURCES=$SOURCES: want 1..128, a divisor of 64512" >&2
 	exit 1
@@ -66,11 +82,13 @@ WORK=$(mktemp -d /tmp/nfqbench.XXXXXX)
 BIN=$WORK/bin
 CONSUMER_PID=
 WATCH_PID=
+SERVER_PID=
 
 cleanup() {
 	set +e
 	[[ -n $CONSUMER_PID ]] && kill -TERM "$CONSUMER_PID" 2>/dev/null && wait "$CONSUMER_PID" 2>/dev/null
 	[[ -n $WATCH_PID ]] && kill "$WATCH_PID" 2>/dev/null && wait "$WATCH_PID" 2>/dev/null
+	[[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
 	ip netns del "$SND" 2>/dev/null
 	ip netns del "$RCV" 2>/dev/null
 	rm -rf "$WORK"
@@ -209,17 +227,18 @@ suricata_files() {
 	sed "s#@DIR@#$WORK/suricata#g" "$ROOT/bench/nfq/suricata/suricata.yaml" >"$WORK/suricata/suricata.yaml"
 }
 
-start_consumer() { # NAME QUEUES
+start_consumer() { # NAME QUEUES [more filterd run options]
 	local name=$1 q=$2 pin=(taskset -c 1) qs=0
+	shift 2
 	[[ $q -gt 1 ]] && pin=() && qs="0-$((q - 1))"
 	case $name in
 	gonfq) ip netns exec "$RCV" "${pin[@]}" "$BIN/gonfq" -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
-	filterd | filterd-gonfq)
+	filterd | filterd-gonfq | filterd-offload)
 		local drv=batch
 		[[ $name == filterd-gonfq ]] && drv=gonfqueue
 		# shellcheck disable=SC2086 # FILTERD_ARGS is a list of options
 		ip netns exec "$RCV" "${pin[@]}" "$BIN/filterd" run --driver "$drv" --rules "$ROOT/testdata/rules/server.rules" \
-			--local 198.18.0.2 --log none --queues "$qs" $FILTERD_ARGS >"$WORK/consumer.log" 2>&1 &
+			--local 198.18.0.2 --log none --queues "$qs" "$@" $FILTERD_ARGS >"$WORK/consumer.log" 2>&1 &
 		;;
 	batch) ip netns exec "$RCV" "${pin[@]}" "$BIN/batch" -rules "$ROOT/testdata/rules/server.rules" -local 198.18.0.2 -queues "$qs" >"$WORK/consumer.log" 2>&1 & ;;
 	suricata)
@@ -231,7 +250,7 @@ start_consumer() { # NAME QUEUES
 	esac
 	CONSUMER_PID=$!
 	for _ in $(seq 1200); do
-		if queues_bound "$q"; then
+		if queues_bound "$q" && { [[ $name != filterd* ]] || grep -q 'filterd: ready' "$WORK/consumer.log"; }; then
 			nap 1
 			if grep -q '^Error' "$WORK/consumer.log"; then
 				echo "bench.sh: $name reported errors:" >&2
@@ -253,7 +272,7 @@ stop_consumer() {
 	kill -TERM "$CONSUMER_PID" 2>/dev/null || true
 	wait "$CONSUMER_PID" 2>/dev/null || true
 	CONSUMER_PID=
-	sed 's/^/#   /' "$WORK/consumer.log" | grep -Ei 'verdicts|queue [0-9]+:|queue summary|drop' | tail -4 >&2 || true
+	sed 's/^/#   /' "$WORK/consumer.log" | grep -Ei 'verdicts|queue [0-9]+:|queue summary|offload summary|drop' | tail -4 >&2 || true
 }
 
 # measure CONFIG QUEUES PROTO RATE: one run, one table row.
@@ -308,9 +327,80 @@ measure() {
 		"$vpps" "$loss" "$((QDROP - qd0))" "$((UDROP - ud0))" "$SPLIT" "$cpupp" "$cpupct"
 }
 
+# measure_tcp CONFIG QUEUES WORKLOAD: one TCP-session run with
+# bench/nfq/tcpflows from 198.18.0.1 to 198.18.0.2, one row. WORKLOAD rr:
+# TCP_CONNS connections to the echo server (port 80), TCP_ROUNDS 64-byte
+# requests each, every one answered before the next (rate: transactions
+# per second); stream: TCP_STREAM_CONNS connections to the sink (port 81)
+# sending TCP_STREAM_MB MiB each (rate: MB/s). tcp_segs_in: segments the
+# receiver's TCP took in (a GRO/GSO packet counts once); queued: packets
+# that reached the queue (id_sequence + queue_dropped), both directions.
+measure_tcp() {
+	local cfg=$1 q=$2 wl=$3 args conns
+	if [[ $wl == rr ]]; then
+		conns=$TCP_CONNS args=(-connect 198.18.0.2:80 -conns "$TCP_CONNS" -rounds "$TCP_ROUNDS" -size 64)
+	else
+		conns=$TCP_STREAM_CONNS args=(-connect 198.18.0.2:81 -conns "$TCP_STREAM_CONNS" -stream $((TCP_STREAM_MB << 20)))
+	fi
+	passed_count syn
+	local base=$PASSED
+	queue_drops
+	local -a qin0=("${QIN[@]}")
+	consumer_cpu
+	local cpu0=$CPUNS
+	if ! ip netns exec "$SND" taskset -c 0 "$BIN/tcpflows" "${args[@]}" >"$WORK/tcp.log" 2>&1; then
+		cat "$WORK/tcp.log" >&2
+		exit 1
+	fi
+	passed_count syn
+	queue_drops
+	consumer_cpu
+	local amount el rate unit i queued=0 cpupct=-
+	read -r _ amount _ el _ rate unit _ <"$WORK/tcp.log"
+	[[ $wl == rr ]] && unit=trans/s
+	for i in "${!QIN[@]}"; do queued=$((queued + QIN[i] - ${qin0[i]:-0})); done
+	if [[ -n $CONSUMER_PID ]]; then
+		cpupct=$(awk -v c=$((CPUNS - cpu0)) -v e="${el%s}" 'BEGIN { printf "%.0f", c / e / 1e7 }')
+	fi
+	printf "%-15s %6s %6s %5s %11s %9s %9s %-7s %11s %10s %4s\n" "$cfg" "$q" "$wl" "$conns" "$amount" "$el" "$rate" "$unit" \
+		"$((PASSED - base))" "$queued" "$cpupct"
+}
+
+tcp_section() {
+	echo
+	echo "# TCP sessions: rr = $TCP_CONNS connections x $TCP_ROUNDS request/response rounds of 64 bytes;" \
+		"stream = $TCP_STREAM_CONNS connections x $TCP_STREAM_MB MiB"
+	printf "%-15s %6s %6s %5s %11s %9s %9s %-7s %11s %10s %4s\n" config queues work conns amount elapsed rate unit \
+		tcp_segs_in queued cpu%
+	ip netns exec "$RCV" "$BIN/tcpflows" -listen 198.18.0.2:80 -sink 198.18.0.2:81 >"$WORK/server.log" 2>&1 &
+	SERVER_PID=$!
+	local c wl
+	for c in $TCP_CONFIGS; do
+		ip netns exec "$RCV" iptables -F
+		ip netns exec "$RCV" iptables -X
+		case $c in
+		kernel) rules_kernel ;;
+		filterd) start_consumer filterd 1 --install --hooks INPUT,OUTPUT ;;
+		filterd-offload) start_consumer filterd-offload 1 --install --hooks INPUT,OUTPUT --offload established ;;
+		*)
+			echo "bench.sh: TCP_CONFIGS: unknown $c (kernel, filterd, filterd-offload)" >&2
+			exit 1
+			;;
+		esac
+		local q=1
+		[[ $c == kernel ]] && q=-
+		for wl in rr stream; do
+			measure_tcp "$c" "$q" "$wl"
+		done
+		stop_consumer
+	done
+	kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+	SERVER_PID=
+}
+
 main() {
 	echo "# building the Go programs" >&2
-	(cd "$ROOT" && go build -o "$BIN/" ./bench/nfq/sender ./bench/nfq/gonfq ./bench/nfq/batch ./cmd/filterd)
+	(cd "$ROOT" && go build -o "$BIN/" ./bench/nfq/sender ./bench/nfq/gonfq ./bench/nfq/batch ./bench/nfq/tcpflows ./cmd/filterd)
 	if [[ -n $FILTERD_BIN ]]; then cp "$FILTERD_BIN" "$BIN/filterd"; fi
 	if [[ $CONFIGS == *suricata* ]]; then
 		install_suricata
@@ -337,6 +427,8 @@ main() {
 		done
 		stop_consumer
 	done
+	[[ -n $TCP_CONFIGS ]] && tcp_section
+	return 0
 }
 
 main "$@"
