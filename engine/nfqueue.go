@@ -410,6 +410,12 @@ func (h *QueueHandler) SetMarkSender(send func(id uint32, verdict int, mark uint
 // dropped, or accepted with FailOpen).
 func (h *QueueHandler) Handle(p *QueuedPacket) { h.r.handlePacket(p) }
 
+// Prefetch starts loading the conntrack state the next Handle calls will
+// read for these packets' payloads (Worker.Prefetch: at most PrefetchMax
+// of them): a driver holding a batch calls it before handling the batch,
+// so that the batch's cache misses overlap.
+func (h *QueueHandler) Prefetch(payloads [][]byte) { h.r.w.Prefetch(payloads) }
+
 // SetBatched, for a driver that hands over packets in batches, keeps the
 // packet and byte counters and the verdict latency of the packets handled
 // in the handler until EndBatch, which adds them to the QueueStats at once

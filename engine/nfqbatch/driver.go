@@ -31,6 +31,8 @@ type engineRunner struct {
 	// ENOBUFS seen so far, and when it was last logged
 	enobufs   uint64
 	enobufsAt time.Time
+	// payloads of the packets about to be handled, for Prefetch
+	l3 [][]byte
 	// the packet being handled: its verdict goes to vs[cur]
 	vs    []Verdict
 	cur   int
@@ -76,7 +78,7 @@ func OpenEngine(eng *engine.Engine, cfg engine.NFQueueConfig) (*Engines, error) 
 // newEngineRunner joins queue q and a QueueHandler of cfg's on eng.
 func newEngineRunner(q *Queue, eng *engine.Engine, cfg engine.NFQueueConfig) *engineRunner {
 	num := q.cfg.Queue
-	r := &engineRunner{q: q}
+	r := &engineRunner{q: q, l3: make([][]byte, 0, engine.PrefetchMax)}
 	r.h = engine.NewQueueHandler(eng, cfg, num, r.send)
 	r.h.SetMarkSender(r.sendMark)
 	// Counters and latency are published once per batch (handle).
@@ -149,6 +151,15 @@ func (r *engineRunner) handle(pkts []Packet, vs []Verdict) {
 	}
 	r.vs = vs
 	for i := range pkts {
+		if i%engine.PrefetchMax == 0 {
+			// The conntrack buckets and entries of the next packets
+			// start loading together.
+			r.l3 = r.l3[:0]
+			for j := i; j < len(pkts) && j < i+engine.PrefetchMax; j++ {
+				r.l3 = append(r.l3, pkts[j].L3)
+			}
+			r.h.Prefetch(r.l3)
+		}
 		p := &pkts[i]
 		r.cur, r.curID, r.set = i, p.ID, false
 		qp := engine.QueuedPacket{
