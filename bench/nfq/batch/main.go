@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"sync"
 	"syscall"
 
@@ -88,7 +87,9 @@ func run(rulesPath, localS, queues string, maxLen uint32, batch int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runtime.LockOSThread()
+			// Not locked to a thread: with the network poller a locked
+			// goroutine is handed back to its thread on every wake-up
+			// (measured: more CPU per packet with 2 queues).
 			errs[i] = q.Run(ctx, nfqbatch.EngineHandler(eng.NewWorker()))
 		}()
 	}
