@@ -49,11 +49,15 @@ func compileRules(tb testing.TB, name string, logw *engine.LogWriter) *ruleset.C
 	return c
 }
 
-func newEngine(tb testing.TB, rules string) *engine.Engine {
+// newEngine returns an engine with the rules file and a conntrack table of
+// max entries (0: the default, 262,144), preallocated when prealloc
+// (--ct-prealloc: the table's growth, a block of 256 entries at a time, is
+// then not part of what is measured).
+func newEngine(tb testing.TB, rules string, max int, prealloc bool) *engine.Engine {
 	tb.Helper()
 	e, err := engine.New(engine.Config{
 		Rules:     engine.Rules{V4: compileRules(tb, rules, engine.NewLogWriter(nil))},
-		Conntrack: conntrack.New(conntrack.Config{HashSeed: 1}),
+		Conntrack: conntrack.New(conntrack.Config{HashSeed: 1, Max: max, Preallocate: prealloc}),
 		Local:     serverPfx,
 	})
 	if err != nil {
@@ -88,7 +92,7 @@ func adjust(b []byte, off int, old, new uint32) {
 func BenchmarkEngineEstablished(b *testing.B) {
 	for _, rules := range []string{"server.rules", "server-state.rules"} {
 		b.Run(rules, func(b *testing.B) {
-			e := newEngine(b, rules)
+			e := newEngine(b, rules, 1024, true)
 			w := e.NewWorker()
 			bl := newBuilder(false)
 			client := netip.MustParseAddr("198.18.1.2")
@@ -170,7 +174,7 @@ func BenchmarkEngineNewFlow(b *testing.B) {
 }
 
 func benchNewFlow(b *testing.B, batch int) {
-	e := newEngine(b, "server-state.rules")
+	e := newEngine(b, "server-state.rules", 0, true)
 	w := e.NewWorker()
 	bl := newBuilder(false)
 	syn := bl.tcp(netip.MustParseAddr("198.19.0.1"), server, 40000, 80, 12345, 0, packetSYN, 64240, true, nil)[14:]
@@ -256,13 +260,16 @@ func loadFrames(tb testing.TB, path string) []frame {
 }
 
 // runFrames replays all frames through a fresh engine per iteration; the
-// engine's construction is not timed.
+// engine's construction is not timed. Its table is preallocated, sized for
+// the capture (twice its packets, at most the default 262,144; a table
+// that never fills behaves the same at any size).
 func runFrames(b *testing.B, rules string, frames []frame) {
+	ctMax := min(conntrack.DefaultMax, max(1024, 2*len(frames)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		w := newEngine(b, rules).NewWorker()
+		w := newEngine(b, rules, ctMax, true).NewWorker()
 		b.StartTimer()
 		for j := range frames {
 			w.Process(frames[j].l3, frames[j].meta)
@@ -304,17 +311,26 @@ func BenchmarkEngineFlood(b *testing.B) {
 }
 
 // BenchmarkReplayEndToEnd is filterd replay without the printing: pcap
-// parsing included, from a capture held in memory.
+// parsing included, from a capture held in memory, with the default table
+// (growing as it fills, as filterd replay does by default) and with
+// --ct-prealloc ("prealloc").
 func BenchmarkReplayEndToEnd(b *testing.B) {
 	data := floodPcap(b)
-	for _, rules := range []string{"server.rules", "server-invalid-hashlimit.rules"} {
-		b.Run(rules, func(b *testing.B) {
+	for _, tc := range []struct {
+		rules    string
+		prealloc bool
+	}{{"server.rules", false}, {"server.rules", true}, {"server-invalid-hashlimit.rules", false}} {
+		name := tc.rules
+		if tc.prealloc {
+			name += "/prealloc"
+		}
+		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			pkts := 0
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				rp := engine.NewReplayer(newEngine(b, rules), engine.ReplayOptions{})
+				rp := engine.NewReplayer(newEngine(b, tc.rules, 0, tc.prealloc), engine.ReplayOptions{})
 				rd, err := engine.OpenPcap(bytes.NewReader(data))
 				if err != nil {
 					b.Fatal(err)

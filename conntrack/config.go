@@ -132,6 +132,10 @@ type Config struct {
 	// HashSeed seeds the flow hash. Zero picks a random seed; tests set it
 	// for deterministic bucket placement.
 	HashSeed uint64
+	// Preallocate allocates the entries for Max flows (about 200 bytes
+	// each) when the table is made instead of in blocks as it fills, so
+	// that a flood filling the table allocates nothing.
+	Preallocate bool
 }
 
 // DefaultMax is the default capacity (nf_conntrack_max).

@@ -157,6 +157,19 @@ func New(cfg Config) *Table {
 		t.shards[i].chunks = make([]*[chunkSize]entry, blocks)
 		t.shards[i].links = make([]*[chunkSize]link, blocks)
 	}
+	if cfg.Preallocate {
+		// Each shard's share of Max and an eighth more (shards fill
+		// unevenly); a shard that needs more grows as usual.
+		pre := min(blocks, (t.cfg.max/int64(n)+t.cfg.max/int64(n)/8+chunkSize-1)/chunkSize)
+		for i := range t.shards {
+			s := &t.shards[i]
+			for s.nchunks < int32(pre) {
+				s.chunks[s.nchunks] = new([chunkSize]entry)
+				s.links[s.nchunks] = new([chunkSize]link)
+				s.nchunks++
+			}
+		}
+	}
 	seed := cfg.HashSeed
 	var b [32]byte
 	if seed == 0 {

@@ -16,6 +16,7 @@ type ctFlags struct {
 	checksum   bool
 	ftpHelper  bool
 	ftpPorts   string
+	prealloc   bool
 }
 
 func (o *ctFlags) register(fs *flag.FlagSet) {
@@ -25,6 +26,7 @@ func (o *ctFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.checksum, "checksum", true, "nf_conntrack_checksum: packets with bad L4 checksums are INVALID")
 	fs.BoolVar(&o.ftpHelper, "ftp-helper", false, "attach the FTP helper to FTP control connections (like -j CT --helper ftp): RELATED data connections")
 	fs.StringVar(&o.ftpPorts, "ftp-ports", "21", "FTP control `ports`, comma-separated")
+	fs.BoolVar(&o.prealloc, "ct-prealloc", false, "allocate the conntrack entries for --ct-max flows (about 200 bytes each) at start instead of as the table fills")
 }
 
 // config returns the conntrack configuration the flags describe.
@@ -40,6 +42,7 @@ func (o *ctFlags) config() (conntrack.Config, error) {
 		Checksum:     switchOf(o.checksum),
 		FTPHelper:    o.ftpHelper,
 		FTPPorts:     ports,
+		Preallocate:  o.prealloc,
 	}, nil
 }
 
