@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,6 +34,7 @@ type replayFlags struct {
 	report        string
 	logFile       string
 	top           int
+	cpuProfile    string
 	ct            ctFlags
 }
 
@@ -49,6 +51,7 @@ func (o *replayFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.report, "report", "", "write a self-contained HTML report to this `file`")
 	fs.StringVar(&o.logFile, "log-file", "", "write LOG target lines (kernel format) to this `file` (\"-\" for stderr); default: count only")
 	fs.IntVar(&o.top, "top", 10, "how many top dropped sources to list")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the replay to this `file` (go tool pprof)")
 	o.ct.register(fs)
 }
 
@@ -156,6 +159,22 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 	rp := engine.NewReplayer(eng, ropts)
 	code := exitOK
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd replay: --cpuprofile: %v\n", err)
+			return exitFailure
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintf(stderr, "filterd replay: --cpuprofile: %v\n", err)
+			return exitFailure
+		}
+		closers = append(closers, func() error {
+			pprof.StopCPUProfile()
+			return f.Close()
+		})
+	}
 	var replayErr error
 	for _, path := range fs.Args() {
 		if err := rp.ReplayFile(ctx, path); err != nil {
