@@ -201,29 +201,49 @@ func (k *Key) set(p *packet.Packet) {
 
 // tuple is a Key as entries store it: without pointers (a netip.Addr holds
 // one, for its zone), so that the table's entry blocks are memory the
-// garbage collector never scans, and 16 bytes smaller. Addresses are in
-// their 16-byte form (IPv4 mapped), which the family turns back.
+// garbage collector never scans, and 16 bytes smaller. Addresses are their
+// 16-byte form (IPv4 mapped) as two big-endian words, which the family
+// turns back into a netip.Addr.
 type tuple struct {
-	src, dst     [16]byte
+	src, dst     addr128
 	sport, dport uint16
 	family       packet.Family
 	proto        uint8
 }
 
-func (k *Key) tuple() tuple {
-	return tuple{src: k.Src.As16(), dst: k.Dst.As16(), sport: k.SrcPort, dport: k.DstPort, family: k.Family, proto: k.Proto}
+// addr128 is an address as its 16-byte form's two big-endian halves.
+type addr128 struct{ hi, lo uint64 }
+
+func addr128Of(a netip.Addr) addr128 {
+	if a.Is4() {
+		// Without As16's 16-byte array, which read back whole after its
+		// two 8-byte stores stalls (store forwarding fails).
+		b := a.As4()
+		return addr128{lo: 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:]))}
+	}
+	b := a.As16()
+	return addr128{hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:])}
 }
 
-func addrFrom16(b *[16]byte, f packet.Family) netip.Addr {
+func (a addr128) addr(f packet.Family) netip.Addr {
 	if f == packet.IPv4 {
-		return netip.AddrFrom4([4]byte(b[12:16]))
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(a.lo))
+		return netip.AddrFrom4(b)
 	}
-	return netip.AddrFrom16(*b)
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], a.hi)
+	binary.BigEndian.PutUint64(b[8:], a.lo)
+	return netip.AddrFrom16(b)
+}
+
+func (k *Key) tuple() tuple {
+	return tuple{src: addr128Of(k.Src), dst: addr128Of(k.Dst), sport: k.SrcPort, dport: k.DstPort, family: k.Family, proto: k.Proto}
 }
 
 // key returns the tuple as a Key.
 func (t *tuple) key() Key {
-	return Key{Src: addrFrom16(&t.src, t.family), Dst: addrFrom16(&t.dst, t.family), SrcPort: t.sport, DstPort: t.dport, Family: t.family, Proto: t.proto}
+	return Key{Src: t.src.addr(t.family), Dst: t.dst.addr(t.family), SrcPort: t.sport, DstPort: t.dport, Family: t.family, Proto: t.proto}
 }
 
 func (t *tuple) icmpType() uint8 { return uint8(t.dport >> 8) }

@@ -586,7 +586,7 @@ func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
 		ctDst = e.key.src
 	}
 	s.mu.Unlock()
-	if ctDst != p.Dst.As16() {
+	if ctDst != addr128Of(p.Dst) {
 		return t.invalid(p)
 	}
 	t.related.Add(1)
