@@ -215,26 +215,12 @@ type tuple struct {
 type addr128 struct{ hi, lo uint64 }
 
 func addr128Of(a netip.Addr) addr128 {
-	if a.Is4() {
-		// Without As16's 16-byte array, which read back whole after its
-		// two 8-byte stores stalls (store forwarding fails).
-		b := a.As4()
-		return addr128{lo: 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:]))}
-	}
-	b := a.As16()
-	return addr128{hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:])}
+	hi, lo := packet.AddrWords(a)
+	return addr128{hi, lo}
 }
 
 func (a addr128) addr(f packet.Family) netip.Addr {
-	if f == packet.IPv4 {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(a.lo))
-		return netip.AddrFrom4(b)
-	}
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], a.hi)
-	binary.BigEndian.PutUint64(b[8:], a.lo)
-	return netip.AddrFrom16(b)
+	return packet.AddrFromWords(a.hi, a.lo, f == packet.IPv4)
 }
 
 func (k *Key) tuple() tuple {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/filterd/filterd/internal/prefetch"
+	"github.com/filterd/filterd/packet"
 )
 
 // srcTable holds the replay's per-source counters: the counters in one
@@ -34,26 +35,12 @@ type srcCount struct {
 }
 
 func srcKey(a netip.Addr) (hi, lo uint64, is4 bool) {
-	if a.Is4() {
-		b := a.As4()
-		return 0, 0xffff<<32 | uint64(binary.BigEndian.Uint32(b[:])), true
-	}
-	b := a.As16()
-	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), false
+	hi, lo = packet.AddrWords(a)
+	return hi, lo, a.Is4()
 }
 
 // addr returns the source's address.
-func (c *srcCount) addr() netip.Addr {
-	if c.is4 {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], uint32(c.lo))
-		return netip.AddrFrom4(b)
-	}
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], c.hi)
-	binary.BigEndian.PutUint64(b[8:], c.lo)
-	return netip.AddrFrom16(b)
-}
+func (c *srcCount) addr() netip.Addr { return packet.AddrFromWords(c.hi, c.lo, c.is4) }
 
 // public returns the counters as a SourceCount.
 func (c *srcCount) public() SourceCount {

@@ -1,7 +1,6 @@
 package ruleset
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -68,16 +67,13 @@ type hlKey struct {
 
 // addrWords returns a masked to its first bits as hlKey holds it.
 func addrWords(a netip.Addr, bits int) [2]uint64 {
+	hi, lo := packet.AddrWords(a)
 	if a.Is4() {
-		b := a.As4()
-		v := binary.BigEndian.Uint32(b[:])
 		if bits < 32 {
-			v &= ^(^uint32(0) >> max(bits, 0))
+			lo &^= uint64(^uint32(0) >> max(bits, 0))
 		}
-		return [2]uint64{0, 0xffff<<32 | uint64(v)}
+		return [2]uint64{hi, lo}
 	}
-	b := a.As16()
-	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 	switch {
 	case bits <= 0:
 		hi, lo = 0, 0
