@@ -130,38 +130,6 @@ func (k Key) Invert() (Key, bool) {
 	return r, true
 }
 
-// equal is k == *o, comparing the fields most likely to differ first.
-func (k *Key) equal(o *Key) bool {
-	return k.SrcPort == o.SrcPort && k.DstPort == o.DstPort && k.Proto == o.Proto && k.Family == o.Family &&
-		k.Src == o.Src && k.Dst == o.Dst
-}
-
-// isInverseOf reports whether o has an inverse and it equals k, that is
-// whether o.Invert() returns k, true; without building the inverse.
-func (k *Key) isInverseOf(o *Key) bool {
-	switch o.Proto {
-	case packet.ProtoICMP, packet.ProtoICMPv6:
-		if k.SrcPort != o.SrcPort || k.DstPort&0xff != o.DstPort&0xff {
-			return false
-		}
-		var t uint8
-		var ok bool
-		if o.Proto == packet.ProtoICMP {
-			t, ok = icmpInvert(o.ICMPType())
-		} else {
-			t, ok = icmpv6Invert(o.ICMPType())
-		}
-		if !ok || k.ICMPType() != t {
-			return false
-		}
-	default:
-		if k.SrcPort != o.DstPort || k.DstPort != o.SrcPort {
-			return false
-		}
-	}
-	return k.Proto == o.Proto && k.Family == o.Family && k.Src == o.Dst && k.Dst == o.Src
-}
-
 // invertible reports whether k has an inverse (Invert succeeds).
 func (k *Key) invertible() bool {
 	switch k.Proto {
