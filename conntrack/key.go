@@ -1,7 +1,6 @@
 package conntrack
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"net/netip"
 
@@ -195,6 +194,21 @@ func (k *Key) tuple() tuple {
 	return tuple{src: addr128Of(k.Src), dst: addr128Of(k.Dst), sport: k.SrcPort, dport: k.DstPort, family: k.Family, proto: k.Proto}
 }
 
+// set makes k the tuple of p (Key.set's tuple, without building the Key).
+func (k *tuple) set(p *packet.Packet) {
+	k.src, k.dst = addr128Of(p.Src), addr128Of(p.Dst)
+	k.family, k.proto = p.Family, p.Proto
+	switch {
+	case isICMP(p.Proto):
+		k.sport = p.ICMPID
+		k.dport = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
+	case hasPorts(p.Proto):
+		k.sport, k.dport = p.SrcPort, p.DstPort
+	default:
+		k.sport, k.dport = 0, 0
+	}
+}
+
 // key returns the tuple as a Key.
 func (t *tuple) key() Key {
 	return Key{Src: t.src.addr(t.family), Dst: t.dst.addr(t.family), SrcPort: t.sport, DstPort: t.dport, Family: t.family, Proto: t.proto}
@@ -250,37 +264,31 @@ func mix(a, b uint64) uint64 {
 // in the same shard and bucket. It is seeded per table so that remote hosts
 // cannot aim at one bucket.
 func (t *Table) hash(k *Key) uint64 {
-	sp, dp := k.SrcPort, k.DstPort
-	if isICMP(k.Proto) {
+	kt := k.tuple()
+	return t.hashTuple(&kt)
+}
+
+// hashTuple is hash of a tuple.
+func (t *Table) hashTuple(k *tuple) uint64 {
+	sp, dp := k.sport, k.dport
+	if isICMP(k.proto) {
 		dp = sp // type differs between directions; hash on the id only
 	}
-	tail := (uint64(k.Proto)<<8 | uint64(k.Family)) << 48
-	if k.Src.Is4() && k.Dst.Is4() {
+	tail := (uint64(k.proto)<<8 | uint64(k.family)) << 48
+	if k.family == packet.IPv4 {
 		// IPv4: each endpoint (address, port) fits in 48 bits; ordering
 		// the two makes the hash symmetric with a single multiply.
-		a, b := k.Src.As4(), k.Dst.As4()
-		e1 := uint64(binary.BigEndian.Uint32(a[:]))<<16 | uint64(sp)
-		e2 := uint64(binary.BigEndian.Uint32(b[:]))<<16 | uint64(dp)
+		e1 := (k.src.lo&0xffffffff)<<16 | uint64(sp)
+		e2 := (k.dst.lo&0xffffffff)<<16 | uint64(dp)
 		if e1 > e2 {
 			e1, e2 = e2, e1
 		}
 		return mix(e1^t.seed[0], e2^tail^t.seed[1])
 	}
-	h := t.epHash(k.Src, sp) + t.epHash(k.Dst, dp)
+	h := t.epHash(k.src, sp) + t.epHash(k.dst, dp)
 	return mix(h^t.seed[2], tail>>48^t.seed[3])
 }
 
-func (t *Table) epHash(a netip.Addr, port uint16) uint64 {
-	var hi, lo uint64
-	if a.Is4() {
-		// The same words as from As16 (::ffff:a.b.c.d read little-endian),
-		// without a 16-byte copy that defeats store forwarding.
-		b := a.As4()
-		lo = 0xffff<<16 | uint64(binary.LittleEndian.Uint32(b[:]))<<32
-	} else {
-		b := a.As16()
-		hi = binary.LittleEndian.Uint64(b[:8])
-		lo = binary.LittleEndian.Uint64(b[8:])
-	}
-	return mix(hi^t.seed[0], lo^t.seed[1]^uint64(port)<<17)
+func (t *Table) epHash(a addr128, port uint16) uint64 {
+	return mix(a.hi^t.seed[0], a.lo^t.seed[1]^uint64(port)<<17)
 }

@@ -71,31 +71,6 @@ func TestKeyCompare(t *testing.T) {
 	}
 }
 
-// TestEpHashAs16 checks that the endpoint hash reads IPv4 addresses as the
-// same words as their 16-byte (IPv4-mapped) form, so the hash is the same
-// function of As16 for both families.
-func TestEpHashAs16(t *testing.T) {
-	tab := New(Config{HashSeed: 5})
-	ref := func(a netip.Addr, port uint16) uint64 {
-		b := a.As16()
-		hi := binary.LittleEndian.Uint64(b[:8])
-		lo := binary.LittleEndian.Uint64(b[8:])
-		return mix(hi^tab.seed[0], lo^tab.seed[1]^uint64(port)<<17)
-	}
-	r := rand.New(rand.NewPCG(3, 4))
-	for i := 0; i < 10000; i++ {
-		var b16 [16]byte
-		binary.LittleEndian.PutUint64(b16[:8], r.Uint64())
-		binary.LittleEndian.PutUint64(b16[8:], r.Uint64())
-		port := uint16(r.Uint32())
-		for _, a := range []netip.Addr{netip.AddrFrom4([4]byte(b16[:4])), netip.AddrFrom16(b16), netip.AddrFrom16(netip.AddrFrom4([4]byte(b16[4:8])).As16())} {
-			if got, want := tab.epHash(a, port), ref(a, port); got != want {
-				t.Fatalf("epHash(%v, %d) = %x, want %x", a, port, got, want)
-			}
-		}
-	}
-}
-
 // TestHashSymmetric checks that a flow's two directions hash alike (so they
 // meet in one bucket) and that the hash spreads distinct flows: over 100,000
 // random IPv4 and IPv6 tuples, no bucket of 1024 gets more than twice its

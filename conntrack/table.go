@@ -425,10 +425,9 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 	}
 
-	var k Key
-	k.set(p)
-	h := t.hash(&k)
-	kt := k.tuple()
+	var kt tuple
+	kt.set(p)
+	h := t.hashTuple(&kt)
 	sh, b := t.shardOf(h)
 	s := &t.shards[sh]
 	s.mu.Lock()
@@ -483,13 +482,14 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		setState(p, ctinfo, dir)
 		return newRef(t, e, gen, sh, ctinfo, flags)
 	}
-	return t.newFlow(s, sh, b, hashTag(h), &k, k.invertible(), p, now)
+	return t.newFlow(s, sh, b, hashTag(h), &kt, p, now)
 }
 
 // newFlow is init_conntrack plus the first run of the protocol tracker on
 // the unconfirmed entry. Called with s locked; unlocks it.
-func (t *Table) newFlow(s *shard, sh, b, tag uint32, k *Key, hasInv bool, p *packet.Packet, now int64) Ref {
-	if !hasInv {
+func (t *Table) newFlow(s *shard, sh, b, tag uint32, kt *tuple, p *packet.Packet, now int64) Ref {
+	k := kt.key()
+	if !k.invertible() {
 		// nf_ct_invert_tuple failed (ICMP type without a reply type).
 		s.stats.invalid++
 		s.mu.Unlock()
@@ -509,11 +509,11 @@ func (t *Table) newFlow(s *shard, sh, b, tag uint32, k *Key, hasInv bool, p *pac
 		p.CTState = packet.CTInvalid
 		return newRef(nil, nil, 0, 0, 0, refMustDrop)
 	}
-	e.key = k.tuple()
+	e.key = *kt
 	e.bucket = b
 	e.tag = tag
 	ctinfo := ctNew
-	if t.exp.n.Load() > 0 && t.exp.match(k, now) {
+	if t.exp.n.Load() > 0 && t.exp.match(&k, now) {
 		e.status |= stExpected
 		ctinfo = ctRelated
 	}
