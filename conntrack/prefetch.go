@@ -24,13 +24,12 @@ func (t *Table) PrefetchBucket(k *Key) Hash {
 }
 
 // PrefetchEntry asks the CPU to load the entry a Track of the tuple with
-// hash h (from PrefetchBucket) will find,
-// when it is the first of its bucket (chains are short), or else the free
-// entry a new flow of that shard would get next, with its chain link (when
-// the table is full: the entry early drop will look at first). It
-// reads the bucket and the shard's allocation state without the shard's
-// lock: a stale value only makes the hint useless. In race-enabled builds
-// it does nothing.
+// this hash (from PrefetchBucket) will find when it is the first of its
+// bucket (chains are short); else the free entry a new flow of that shard
+// would get next, or, when the table is full, the entry early drop will
+// look at first; with its chain link. It reads the bucket and the shard's
+// allocation state without the shard's lock: a stale value only makes the
+// hint useless. In race-enabled builds it does nothing.
 func (t *Table) PrefetchEntry(hash Hash) {
 	if !prefetch.Racy {
 		return
