@@ -101,21 +101,23 @@ func (k *hlKey) shardHash() uint64 {
 // hlEntry is one bucket; entries of a shard form an LRU list (head = least
 // recently used), so the head is the first to expire.
 type hlEntry struct {
-	key        hlKey
-	lim        rate.Limiter
-	expires    int64 // UnixNano
-	last       int64 // latest packet time (UnixNano): the bucket's clock never goes back
-	prev, next int32
+	key     hlKey
+	lim     rate.Limiter
+	expires int64 // UnixNano
+	last    int64 // latest packet time (UnixNano): the bucket's clock never goes back
+	lruLinks
 }
 
+func (e *hlEntry) links() *lruLinks { return &e.lruLinks }
+
 type hlShard struct {
-	mu         sync.Mutex
-	m          map[hlKey]int32
-	ents       []hlEntry
-	free       []int32
-	head, tail int32
-	max        int
-	_          [40]byte // keep shards on separate cache lines
+	mu   sync.Mutex
+	m    map[hlKey]int32
+	ents []hlEntry
+	free []int32
+	lru
+	max int
+	_   [40]byte // keep shards on separate cache lines
 }
 
 // hashTable is one --hashlimit-name table: sharded maps of token buckets,
@@ -170,31 +172,8 @@ func (t *hashTable) Len() int {
 	return n
 }
 
-func (s *hlShard) unlink(i int32) {
-	e := &s.ents[i]
-	if e.prev >= 0 {
-		s.ents[e.prev].next = e.next
-	} else {
-		s.head = e.next
-	}
-	if e.next >= 0 {
-		s.ents[e.next].prev = e.prev
-	} else {
-		s.tail = e.prev
-	}
-	e.prev, e.next = -1, -1
-}
-
-func (s *hlShard) pushTail(i int32) {
-	e := &s.ents[i]
-	e.prev, e.next = s.tail, -1
-	if s.tail >= 0 {
-		s.ents[s.tail].next = i
-	} else {
-		s.head = i
-	}
-	s.tail = i
-}
+func (s *hlShard) unlink(i int32)   { lruUnlink(&s.lru, s.ents, i) }
+func (s *hlShard) pushTail(i int32) { lruPushTail(&s.lru, s.ents, i) }
 
 func (s *hlShard) remove(i int32) {
 	s.unlink(i)

@@ -18,24 +18,26 @@ const (
 
 // recentEntry is one address of a recent list.
 type recentEntry struct {
-	addr       netip.Addr
-	ttl        uint8
-	stamps     []int64 // ring of UnixNano timestamps
-	n, index   int     // stamps in use; next slot (kernel: nstamps, index)
-	prev, next int32   // LRU list, head = least recently updated
-	used       bool
+	addr     netip.Addr
+	ttl      uint8
+	stamps   []int64 // ring of UnixNano timestamps
+	n, index int     // stamps in use; next slot (kernel: nstamps, index)
+	lruLinks         // head = least recently updated
+	used     bool
 }
+
+func (e *recentEntry) links() *lruLinks { return &e.lruLinks }
 
 // recentList is one --name list of -m recent, shared by every rule naming it
 // and kept across reloads (as the kernel keeps /proc/net/xt_recent/NAME).
 type recentList struct {
-	name       string
-	mu         sync.Mutex
-	m          map[netip.Addr]int32
-	ents       []recentEntry
-	free       []int32
-	head, tail int32
-	pkts       int
+	name string
+	mu   sync.Mutex
+	m    map[netip.Addr]int32
+	ents []recentEntry
+	free []int32
+	lru
+	pkts int
 }
 
 func newRecentList(name string, size, pkts int) *recentList {
@@ -46,7 +48,7 @@ func newRecentList(name string, size, pkts int) *recentList {
 		pkts = DefaultRecentPktList
 	}
 	l := &recentList{name: name, m: make(map[netip.Addr]int32, size), ents: make([]recentEntry, size),
-		head: -1, tail: -1, pkts: pkts}
+		lru: lru{head: -1, tail: -1}, pkts: pkts}
 	backing := make([]int64, size*pkts)
 	for i := range l.ents {
 		l.ents[i].stamps = backing[i*pkts : (i+1)*pkts : (i+1)*pkts]
@@ -56,31 +58,8 @@ func newRecentList(name string, size, pkts int) *recentList {
 	return l
 }
 
-func (l *recentList) unlink(i int32) {
-	e := &l.ents[i]
-	if e.prev >= 0 {
-		l.ents[e.prev].next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next >= 0 {
-		l.ents[e.next].prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next = -1, -1
-}
-
-func (l *recentList) pushTail(i int32) {
-	e := &l.ents[i]
-	e.prev, e.next = l.tail, -1
-	if l.tail >= 0 {
-		l.ents[l.tail].next = i
-	} else {
-		l.head = i
-	}
-	l.tail = i
-}
+func (l *recentList) unlink(i int32)   { lruUnlink(&l.lru, l.ents, i) }
+func (l *recentList) pushTail(i int32) { lruPushTail(&l.lru, l.ents, i) }
 
 func (l *recentList) remove(i int32) {
 	l.unlink(i)
