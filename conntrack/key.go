@@ -144,26 +144,20 @@ func (k *Key) invertible() bool {
 
 // KeyOf returns the tuple of a decoded packet in its own direction.
 func KeyOf(p *packet.Packet) Key {
-	var k Key
-	k.set(p)
-	return k
+	sp, dp := portsOf(p)
+	return Key{Src: p.Src, Dst: p.Dst, SrcPort: sp, DstPort: dp, Family: p.Family, Proto: p.Proto}
 }
 
-// set makes k the tuple of p. Filling a Key in place rather than copying
-// one built field by field avoids wide loads of narrow, just-stored fields
-// (a store-forwarding stall) on the lookup path.
-func (k *Key) set(p *packet.Packet) {
-	k.Src, k.Dst = p.Src, p.Dst
-	k.Family, k.Proto = p.Family, p.Proto
+// portsOf returns the tuple's port fields of p: the ports, for ICMP the id
+// and type<<8|code, else zero.
+func portsOf(p *packet.Packet) (sport, dport uint16) {
 	switch {
 	case isICMP(p.Proto):
-		k.SrcPort = p.ICMPID
-		k.DstPort = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
+		return p.ICMPID, uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
 	case hasPorts(p.Proto):
-		k.SrcPort, k.DstPort = p.SrcPort, p.DstPort
-	default:
-		k.SrcPort, k.DstPort = 0, 0
+		return p.SrcPort, p.DstPort
 	}
+	return 0, 0
 }
 
 // tuple is a Key as entries store it: without pointers (a netip.Addr holds
@@ -194,19 +188,11 @@ func (k *Key) tuple() tuple {
 	return tuple{src: addr128Of(k.Src), dst: addr128Of(k.Dst), sport: k.SrcPort, dport: k.DstPort, family: k.Family, proto: k.Proto}
 }
 
-// set makes k the tuple of p (Key.set's tuple, without building the Key).
+// set makes k the tuple of p (KeyOf's, without building the Key).
 func (k *tuple) set(p *packet.Packet) {
 	k.src, k.dst = addr128Of(p.Src), addr128Of(p.Dst)
 	k.family, k.proto = p.Family, p.Proto
-	switch {
-	case isICMP(p.Proto):
-		k.sport = p.ICMPID
-		k.dport = uint16(p.ICMPType)<<8 | uint16(p.ICMPCode)
-	case hasPorts(p.Proto):
-		k.sport, k.dport = p.SrcPort, p.DstPort
-	default:
-		k.sport, k.dport = 0, 0
-	}
+	k.sport, k.dport = portsOf(p)
 }
 
 // key returns the tuple as a Key.
