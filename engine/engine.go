@@ -241,24 +241,38 @@ func (w *Worker) Packet() *packet.Packet { return &w.pkt }
 // Process runs one packet (raw L3 bytes, IPv4 or IPv6) through the pipeline
 // and returns its verdict. meta.Time is the clock for conntrack timeouts and
 // rate limits. data is only read, and only during the call.
-func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
+func (w *Worker) Process(data []byte, meta packet.Meta) (v Verdict) {
+	w.ProcessTo(data, &meta, &v)
+	return v
+}
+
+// ProcessTo is Process with the metadata passed and the verdict returned
+// through pointers, for packet sources' loops: a Verdict or Meta passed by
+// value is copied with wide loads of fields just written one by one, and
+// such a load waits until those stores reach the cache (store forwarding
+// fails). *meta is only read, and only during the call.
+func (w *Worker) ProcessTo(data []byte, meta *packet.Meta, v *Verdict) {
 	p := &w.pkt
-	setMeta(&p.Meta, &meta) // Decode resets every other field
+	setMeta(&p.Meta, meta) // Decode resets every other field
 	err := w.dec.Decode(data, p)
 	if err != nil && isL3Error(err) {
-		return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(data)}
+		*v = Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(data)}
+		return
 	}
 	if p.MoreFrags || p.FragOffset != 0 {
 		res := w.defrag.Add(p)
 		switch res.Verdict {
 		case FragQueued:
-			return Verdict{Action: Held, Reason: ReasonFragment, Len: len(data)}
+			*v = Verdict{Action: Held, Reason: ReasonFragment, Len: len(data)}
+			return
 		case FragDropped:
-			return Verdict{Action: Drop, Reason: ReasonFragment, Len: len(data)}
+			*v = Verdict{Action: Drop, Reason: ReasonFragment, Len: len(data)}
+			return
 		case FragReassembled:
-			p.Meta = meta
+			setMeta(&p.Meta, meta)
 			if err = w.dec.Decode(res.Datagram, p); err != nil && isL3Error(err) {
-				return Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(res.Datagram)}
+				*v = Verdict{Action: Drop, Reason: ReasonMalformed, Len: len(res.Datagram)}
+				return
 			}
 		}
 	}
@@ -271,7 +285,7 @@ func (w *Worker) Process(data []byte, meta packet.Meta) Verdict {
 		w.sweepIn = w.e.cfg.SweepEvery
 		w.e.cfg.Conntrack.Sweep(meta.Time, w.e.cfg.SweepBudget)
 	}
-	return w.decide(p)
+	w.decide(p, v)
 }
 
 // setMeta copies m into dst field by field: a struct copy moves it with
@@ -284,14 +298,24 @@ func setMeta(dst, m *packet.Meta) {
 	dst.OutIface = m.OutIface
 	dst.Mark = m.Mark
 	dst.UID, dst.GID, dst.HasOwner = m.UID, m.GID, m.HasOwner
-	dst.SrcMAC, dst.HasMAC = m.SrcMAC, m.HasMAC
+	// SrcMAC is 6 bytes, copied as a 4-byte and a 2-byte load; the first
+	// straddles the 8-byte stores that zero a Meta built as a literal, and
+	// waits for them to reach the cache. It is read only when it is valid.
+	dst.SrcMAC, dst.HasMAC = [6]byte{}, m.HasMAC
+	if m.HasMAC {
+		dst.SrcMAC = m.SrcMAC
+	}
 	dst.L2 = m.L2
 	dst.PktType = m.PktType
 	dst.Local = m.Local
 }
 
-// decide tracks and matches a decoded packet.
-func (w *Worker) decide(p *packet.Packet) Verdict {
+// decide tracks and matches a decoded packet and writes its verdict to *v.
+// Results travel through pointers and are written field by field: the
+// compiler spills a returned struct as narrow stores and copies it with wide
+// loads, which stall on those stores (store forwarding fails), twice per
+// packet when decide and Evaluate returned their results.
+func (w *Worker) decide(p *packet.Packet, v *Verdict) {
 	e := w.e
 	hooks := [2]packet.Hook{p.Hook, packet.NumHooks}
 	if e.cfg.Route {
@@ -310,12 +334,11 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 		}
 	}
 	ref := e.cfg.Conntrack.Track(p)
-	// The verdict is built from scalars at each return: a Verdict variable
-	// updated field by field lives in memory and is returned with wide
-	// loads of narrow, just-stored fields (a store-forwarding stall each).
+	v.Hook, v.Len = hooks[0], p.Length
 	if ref.MustDrop() {
 		ref.Drop()
-		return Verdict{Action: Drop, Reason: ReasonTableFull, Hook: hooks[0], Len: p.Length}
+		v.Action, v.Reason = Drop, ReasonTableFull
+		return
 	}
 	if hooks[0] == packet.HookForward && e.cfg.Route {
 		if p.TTL <= 1 {
@@ -324,16 +347,16 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			// conntrack saw it and before the FORWARD hook: no FORWARD rule or
 			// policy counts it, and its conntrack entry is never confirmed.
 			ref.Drop()
-			return Verdict{Action: Drop, Reason: ReasonTTLExpired, Hook: hooks[0], Len: p.Length}
+			v.Action, v.Reason = Drop, ReasonTTLExpired
+			return
 		}
 		// They decrement it before the FORWARD hook: -m ttl, -m hl and LOG
 		// there see the decremented value.
 		p.TTL--
 	}
 	rules := e.rules.Load().forFamily(p.Family)
-	hook := hooks[0]
-	// The rule result is kept as scalars too (see above).
-	rv, rwith, rchain, rrule, rnum := ruleset.VerdictAccept, ruleset.RejectWith(0), (*ruleset.Chain)(nil), (*ruleset.Rule)(nil), 0
+	res := &v.Result
+	res.Verdict = ruleset.VerdictAccept
 	for _, h := range hooks {
 		if h == packet.NumHooks {
 			break
@@ -342,13 +365,12 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			e.setIfaces(p, h, hooks[1] != packet.NumHooks)
 		}
 		p.Hook = h
-		hook = h
+		v.Hook = h
 		if rules == nil {
 			continue
 		}
-		res := rules.Evaluate(p)
-		rv, rwith, rchain, rrule, rnum = res.Verdict, res.RejectWith, res.Chain, res.Rule, res.RuleNum
-		if rv != ruleset.VerdictAccept {
+		rules.EvaluateTo(p, res)
+		if res.Verdict != ruleset.VerdictAccept {
 			break
 		}
 		if h == packet.HookOutput && hooks[1] == packet.HookInput {
@@ -358,19 +380,17 @@ func (w *Worker) decide(p *packet.Packet) Verdict {
 			ref = conntrack.Ref{}
 		}
 	}
-	act := Drop
-	switch rv {
+	switch res.Verdict {
 	case ruleset.VerdictAccept:
-		act = Accept
+		v.Action = Accept
 		ref.Confirm(p)
 	case ruleset.VerdictReject:
-		act = Reject
+		v.Action = Reject
 		ref.Drop()
 	default:
+		v.Action = Drop
 		ref.Drop()
 	}
-	return Verdict{Action: act, Hook: hook, Len: p.Length,
-		Result: ruleset.Result{Verdict: rv, RejectWith: rwith, Chain: rchain, Rule: rrule, RuleNum: rnum}}
 }
 
 // setIfaces fills the interfaces a packet has at hook h when the engine picks

@@ -84,10 +84,20 @@ func TestSetMetaCopiesEveryField(t *testing.T) {
 		default:
 			t.Fatalf("field %s: kind %s not covered by this test", typ.Field(i).Name, f.Kind())
 		}
+		if typ.Field(i).Name == "SrcMAC" {
+			src.HasMAC = true // SrcMAC is valid, and copied, only with HasMAC
+		}
 		var dst packet.Meta
 		setMeta(&dst, &src)
 		if !reflect.DeepEqual(dst, src) {
 			t.Errorf("field %s not copied: %+v", typ.Field(i).Name, dst)
 		}
+	}
+	// Without HasMAC the previous packet's SrcMAC does not survive.
+	dst := packet.Meta{SrcMAC: [6]byte{1, 2, 3, 4, 5, 6}, HasMAC: true}
+	src := packet.Meta{SrcMAC: [6]byte{9, 9, 9, 9, 9, 9}}
+	setMeta(&dst, &src)
+	if dst.HasMAC || dst.SrcMAC != ([6]byte{}) {
+		t.Errorf("without HasMAC: SrcMAC %v HasMAC %v, want zero, false", dst.SrcMAC, dst.HasMAC)
 	}
 }

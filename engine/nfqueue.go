@@ -524,7 +524,8 @@ func (r *nfqRunner) handlePacket(a *QueuedPacket) {
 		}
 	}
 	meta.Local = meta.Hook == packet.HookOutput || meta.Hook == packet.HookPostRouting
-	v := r.w.Process(data, meta)
+	var v Verdict
+	r.w.ProcessTo(data, &meta, &v)
 	if r.q.cfg.Shadow {
 		var ct *uint32
 		if a.HasCtInfo {

@@ -192,8 +192,8 @@ func (r *Replayer) Frame(f *Frame) error {
 	var meta packet.Meta
 	f.FillMeta(&meta)
 	meta.L2 = f.Data[:len(f.Data)-len(f.L3)]
-	v := r.w.Process(f.L3, meta)
-	r.last = v
+	r.w.ProcessTo(f.L3, &meta, &r.last)
+	v := r.last
 	r.count(f, v)
 	var w *PcapWriter
 	switch v.Action {

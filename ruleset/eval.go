@@ -17,22 +17,37 @@ const (
 // state. The packet must have Meta.Hook, the interfaces and CTState filled
 // in; Meta.Time drives limit, hashlimit and recent.
 func (c *Compiled) Evaluate(p *packet.Packet) Result {
+	var res Result
+	c.EvaluateTo(p, &res)
+	return res
+}
+
+// EvaluateTo is Evaluate writing its result to *res, field by field. The
+// per-packet path uses it: a returned Result is spilled by the compiler as
+// narrow stores and copied with wide loads, which stall on those stores.
+func (c *Compiled) EvaluateTo(p *packet.Packet, res *Result) {
 	h := p.Meta.Hook
 	if h >= packet.NumHooks {
-		return Result{Verdict: VerdictAccept}
+		setResult(res, VerdictAccept, 0, nil, nil, 0)
+		return
 	}
 	ch := c.hooks[h]
 	if ch == nil {
 		ch = c.missing[h]
 		ch.ctr.add(p.Length)
-		return Result{Verdict: VerdictAccept, Chain: ch.ast}
+		setResult(res, VerdictAccept, 0, ch.ast, nil, 0)
+		return
 	}
-	var res Result
-	if c.runChain(ch, p, &res) == actDecided {
-		return res
+	if c.runChain(ch, p, res) == actDecided {
+		return
 	}
 	ch.ctr.add(p.Length)
-	return Result{Verdict: ch.policy, Chain: ch.ast}
+	setResult(res, ch.policy, 0, ch.ast, nil, 0)
+}
+
+// setResult fills *res field by field (see EvaluateTo).
+func setResult(res *Result, v Verdict, with RejectWith, ch *Chain, r *Rule, num int) {
+	res.Verdict, res.RejectWith, res.Chain, res.Rule, res.RuleNum = v, with, ch, r, num
 }
 
 // runChain walks one chain. It returns actDecided with *res filled in, or
@@ -79,13 +94,13 @@ func (c *Compiled) fire(r *crule, ch *cchain, p *packet.Packet, res *Result) act
 		}
 		return actContinue
 	case TargetAccept:
-		*res = Result{Verdict: VerdictAccept, Chain: ch.ast, Rule: r.ast, RuleNum: r.num}
+		setResult(res, VerdictAccept, 0, ch.ast, r.ast, r.num)
 		return actDecided
 	case TargetDrop:
-		*res = Result{Verdict: VerdictDrop, Chain: ch.ast, Rule: r.ast, RuleNum: r.num}
+		setResult(res, VerdictDrop, 0, ch.ast, r.ast, r.num)
 		return actDecided
 	case TargetReject:
-		*res = Result{Verdict: VerdictReject, RejectWith: r.reject, Chain: ch.ast, Rule: r.ast, RuleNum: r.num}
+		setResult(res, VerdictReject, r.reject, ch.ast, r.ast, r.num)
 		return actDecided
 	case TargetReturn:
 		return actReturn

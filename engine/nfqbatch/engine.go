@@ -9,8 +9,9 @@ import "github.com/filterd/filterd/engine"
 // expected; sending the REJECT reply is the daemon's job).
 func EngineHandler(w *engine.Worker) Handler {
 	return func(pkts []Packet, vs []Verdict) {
+		var v engine.Verdict
 		for i := range pkts {
-			if w.Process(pkts[i].L3, pkts[i].Meta).Action != engine.Accept {
+			if w.ProcessTo(pkts[i].L3, &pkts[i].Meta, &v); v.Action != engine.Accept {
 				vs[i].Action = Drop
 			}
 		}
