@@ -44,10 +44,11 @@ func (t *Table) PrefetchEntry(hash Hash) {
 	}
 	if t.count.Load() >= t.cfg.max {
 		// A full table: early drop will evict from the first non-empty
-		// bucket from b on (and the flow gets the entry it frees).
+		// bucket from b on, and the flow gets the entry it frees, which is
+		// then written whole.
 		for i := uint32(0); i < earlyDropRange; i++ {
 			if c := s.buckets[(b+i)&uint32(t.bucketMask)]; c != 0 {
-				s.prefetchEntry(c.idx1()-1, false)
+				s.prefetchEntry(c.idx1()-1, true)
 				return
 			}
 		}

@@ -461,8 +461,10 @@ func l4Checksum(p *packet.Packet, l4 []byte) packet.Checksum {
 func pseudoHeader(p *packet.Packet, l4len int) uint64 {
 	var sum uint64
 	if p.Family == packet.IPv4 {
-		s, dd := p.Src.As4(), p.Dst.As4()
-		sum = uint64(binary.BigEndian.Uint32(s[:])) + uint64(binary.BigEndian.Uint32(dd[:]))
+		// The header's own addresses (p.Src and p.Dst are them), read as
+		// words without going through netip.Addr.
+		h := p.L3[12:20]
+		sum = uint64(binary.BigEndian.Uint32(h[0:4])) + uint64(binary.BigEndian.Uint32(h[4:8]))
 	} else {
 		s, dd := p.Src.As16(), p.Dst.As16()
 		sum = uint64(binary.BigEndian.Uint32(s[0:])) + uint64(binary.BigEndian.Uint32(s[4:])) +
