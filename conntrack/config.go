@@ -136,6 +136,14 @@ type Config struct {
 	// each) when the table is made instead of in blocks as it fills, so
 	// that a flood filling the table allocates nothing.
 	Preallocate bool
+	// Prefault maps each block of entries into memory with one system call
+	// (Linux: MADV_POPULATE_WRITE) when its first entry is taken, instead of
+	// a page fault per 4 KiB page as entries are first written. That is
+	// faster in a fresh process, whose memory comes unmapped from the
+	// kernel (filterd replay and run set it); a process that makes tables
+	// again and again reuses memory already mapped, and the call is then
+	// wasted work.
+	Prefault bool
 }
 
 // DefaultMax is the default capacity (nf_conntrack_max).
@@ -146,6 +154,7 @@ const defaultShards = 64
 // config is the resolved configuration used at run time.
 type config struct {
 	max        int64
+	prefault   bool
 	loose      bool
 	beLiberal  bool
 	ignoreRST  bool
@@ -168,6 +177,7 @@ type config struct {
 func (c Config) resolve() config {
 	r := config{
 		max:        int64(c.Max),
+		prefault:   c.Prefault,
 		loose:      c.TCPLoose.resolve(true),
 		beLiberal:  c.TCPBeLiberal.resolve(false),
 		ignoreRST:  c.TCPIgnoreInvalidRST.resolve(false),

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/filterd/filterd/packet"
 )
@@ -100,10 +101,12 @@ type shard struct {
 	nchunks int32
 	nalloc  int32
 	free    int32
-	n       int   // confirmed entries
-	now     int64 // latest packet time seen
-	stats   shardStats
-	_       [64]byte
+	// prefault is Config.Prefault (a copy here: alloc has only the shard).
+	prefault bool
+	n        int   // confirmed entries
+	now      int64 // latest packet time seen
+	stats    shardStats
+	_        [64]byte
 }
 
 // Table is a connection tracking table.
@@ -153,6 +156,7 @@ func New(cfg Config) *Table {
 	t.shards = make([]shard, n)
 	blocks := (t.cfg.max + chunkSize - 1) / chunkSize
 	for i := range t.shards {
+		t.shards[i].prefault = t.cfg.prefault
 		t.shards[i].buckets = make([]cptr, nb)
 		t.shards[i].chunks = make([]*[chunkSize]entry, blocks)
 		t.shards[i].links = make([]*[chunkSize]link, blocks)
@@ -298,6 +302,11 @@ func (s *shard) alloc() *entry {
 		s.chunks[s.nchunks] = new([chunkSize]entry)
 		s.links[s.nchunks] = new([chunkSize]link)
 		s.nchunks++
+	}
+	if s.prefault && s.nalloc&(chunkSize-1) == 0 {
+		// The block's first entry: map its pages now, all at once.
+		blk := s.chunks[s.nalloc>>chunkBits]
+		prefault(unsafe.Pointer(blk), unsafe.Sizeof(*blk))
 	}
 	e := s.at(s.nalloc)
 	e.self = s.nalloc
