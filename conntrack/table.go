@@ -279,8 +279,20 @@ func (c cptr) more() bool { return c&(1<<32) != 0 }
 // (its lowest bit is cptr's "more" flag).
 func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 1 }
 
-func (s *shard) at(i int32) *entry { return &s.chunks[i>>chunkBits][i&(chunkSize-1)] }
-func (s *shard) lnk(i int32) *link { return &s.links[i>>chunkBits][i&(chunkSize-1)] }
+// at and lnk return entry i and its link. They index the block with
+// unsafe.Add: &blk[j] would nil-check blk by loading its first byte, a
+// cache miss of its own (the block's first line, which no prefetch asked
+// for) in a table larger than the caches. Every index below nalloc lies
+// in an allocated block.
+func (s *shard) at(i int32) *entry {
+	blk := s.chunks[i>>chunkBits]
+	return (*entry)(unsafe.Add(unsafe.Pointer(blk), uintptr(i&(chunkSize-1))*unsafe.Sizeof(entry{})))
+}
+
+func (s *shard) lnk(i int32) *link {
+	blk := s.links[i>>chunkBits]
+	return (*link)(unsafe.Add(unsafe.Pointer(blk), uintptr(i&(chunkSize-1))*unsafe.Sizeof(link{})))
+}
 
 // alloc returns a free entry (nil if the shard has no room left, which
 // the table's bound on its count makes unreachable).
