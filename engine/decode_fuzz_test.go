@@ -108,6 +108,7 @@ func FuzzPcap(f *testing.F) {
 	}
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, b []byte) {
+		comparePcapPaths(t, b)
 		r, err := OpenPcap(bytes.NewReader(b))
 		if err != nil {
 			var pe *PcapError

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -68,8 +69,15 @@ type packetReader interface {
 // packet and byte offset instead of a huge allocation or a vague EOF.
 // Reading allocates nothing per packet.
 type PcapReader struct {
-	v      *recordValidator
-	pr     packetReader
+	v  *recordValidator
+	pr packetReader
+	// direct reads classic pcap records straight from the validator's
+	// buffer: the validator has parsed and checked each record header
+	// already, and going on through pcapgo (which reads the header again
+	// and copies the record into its own buffer, through two io.Reader
+	// calls) cost more than half of reading a packet. pcapng files, and
+	// classic ones in the tests that compare both, go through pcapgo.
+	direct bool
 	ng     *pcapgo.NgReader
 	link   LinkType
 	num    int
@@ -93,7 +101,11 @@ func OpenPcapFile(path string) (*PcapReader, error) {
 }
 
 // OpenPcap reads the file header of a pcap or pcapng stream.
-func OpenPcap(r io.Reader) (*PcapReader, error) {
+func OpenPcap(r io.Reader) (*PcapReader, error) { return openPcap(r, true) }
+
+// openPcap is OpenPcap; direct false reads classic pcap records through
+// pcapgo too (tests compare both paths).
+func openPcap(r io.Reader, direct bool) (*PcapReader, error) {
 	br := bufio.NewReaderSize(r, 64*1024)
 	magic, err := br.Peek(4)
 	if err != nil {
@@ -125,6 +137,16 @@ func OpenPcap(r io.Reader) (*PcapReader, error) {
 		}
 	case 0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1:
 		pr.v = &recordValidator{src: br}
+		if direct {
+			// pcapgo is not used at all: its reader would pull a few KiB
+			// of records through the validator into a buffer of its own.
+			if err := pr.v.fileHeader(); err != nil {
+				return nil, pr.wrap(err)
+			}
+			pr.link = pr.v.pcapLink
+			pr.direct = true
+			break
+		}
 		rd, err := pcapgo.NewReader(pr.v)
 		if err != nil {
 			return nil, pr.wrap(err)
@@ -172,7 +194,14 @@ func (r *PcapReader) Next(f *Frame) error {
 	if r.err != nil {
 		return r.err
 	}
-	data, ci, err := r.pr.ZeroCopyReadPacketData()
+	var data []byte
+	var ci gopacket.CaptureInfo
+	var err error
+	if r.direct {
+		data, ci, err = r.v.record()
+	} else {
+		data, ci, err = r.pr.ZeroCopyReadPacketData()
+	}
 	if err != nil {
 		if err == io.EOF && r.v.atBoundary() {
 			r.err = io.EOF
@@ -222,6 +251,7 @@ type recordValidator struct {
 	srcErr error // the error that ended src (io.EOF at its end)
 	ng     bool
 	be     bool // byte order of the current file / section
+	nanos  bool // classic pcap with nanosecond timestamps
 
 	off       int64 // bytes consumed from r
 	unitStart int64 // offset of the header or record being passed
@@ -396,6 +426,7 @@ func (v *recordValidator) pcapHeader() {
 		default:
 			v.be = true
 		}
+		v.nanos = v.u32(h) == 0xa1b23c4d
 		if maj := v.u16(h[4:6]); maj != 2 {
 			v.fail(ErrPcapCorrupt, fmt.Sprintf("pcap file header: version %d.%d, expected 2.4", maj, v.u16(h[6:8])), nil)
 			return
@@ -405,24 +436,98 @@ func (v *recordValidator) pcapHeader() {
 		v.pending = h
 		return
 	}
+	h, ok := v.recordHeader()
+	if !ok {
+		return
+	}
+	v.pending = h
+	v.body = int64(v.bodyCap)
+}
+
+// fileHeader reads and checks a classic pcap file header for the direct
+// path, with pcapgo's checks too (version 2.4).
+func (v *recordValidator) fileHeader() error {
+	v.pcapHeader()
+	if v.err != nil {
+		return v.err
+	}
+	h := v.pending
+	v.pending = nil
+	if minor := v.u16(h[6:8]); minor != 4 {
+		return fmt.Errorf("Unknown minor version %d", minor) // pcapgo's words
+	}
+	return nil
+}
+
+// recordHeader reads and checks a classic pcap record header; on success
+// the validator is inside that packet's record, with bodyCap its length.
+func (v *recordValidator) recordHeader() ([]byte, bool) {
 	h := v.hdr[:16]
 	if !v.readFull(h, "a 16-byte packet record header") {
-		return
+		return nil, false
 	}
 	capLen, origLen := v.u32(h[8:12]), v.u32(h[12:16])
 	if capLen > MaxSnaplen {
 		v.fail(ErrPcapCorrupt, fmt.Sprintf("record header: captured length %d exceeds the maximum snaplen %d", capLen, MaxSnaplen), nil)
-		return
+		return nil, false
 	}
 	if capLen > origLen {
 		v.fail(ErrPcapCorrupt, fmt.Sprintf("record header: captured length %d exceeds the original length %d", capLen, origLen), nil)
-		return
+		return nil, false
 	}
 	v.pkts++
 	v.inPacket = true
-	v.pending = h
-	v.body = int64(capLen)
 	v.bodyCap = capLen
+	return h, true
+}
+
+// record is the direct path for classic pcap (PcapReader.direct): the next
+// record, checked as for pcapgo, with its bytes in place in the buffer
+// (valid until the next call) and its capture info computed exactly as
+// pcapgo computes it. At the clean end of the file it returns io.EOF; for
+// a truncated or corrupt one the validator's *PcapError.
+func (v *recordValidator) record() ([]byte, gopacket.CaptureInfo, error) {
+	var ci gopacket.CaptureInfo
+	if v.err != nil {
+		return nil, ci, v.err
+	}
+	v.unitStart = v.off
+	v.inPacket = false
+	h, ok := v.recordHeader()
+	if !ok {
+		return nil, ci, v.err
+	}
+	n := int(v.bodyCap)
+	if n > len(v.buf) {
+		// A record larger than the buffer (up to MaxSnaplen): grow it once.
+		nb := make([]byte, n)
+		v.w = copy(nb, v.buf[v.r:v.w])
+		v.r = 0
+		v.buf = nb
+	}
+	for v.w-v.r < n && v.more() {
+	}
+	if v.w-v.r < n {
+		c := v.w - v.r
+		v.r, v.off, v.body = v.w, v.off+int64(c), int64(n-c)
+		err := v.srcErr
+		if err == io.EOF {
+			err = nil
+		}
+		return nil, ci, v.fail(ErrPcapTruncated, v.bodyWhat(), err)
+	}
+	data := v.buf[v.r : v.r+n : v.r+n]
+	v.r += n
+	v.off += int64(n)
+	factor := uint32(1000)
+	if v.nanos {
+		factor = 1
+	}
+	// As pcapgo: the fraction times the factor in 32 bits.
+	ci.Timestamp = time.Unix(int64(v.u32(h[0:4])), int64(v.u32(h[4:8])*factor)).UTC()
+	ci.CaptureLength = n
+	ci.Length = int(v.u32(h[12:16]))
+	return data, ci, nil
 }
 
 const (
