@@ -172,6 +172,7 @@ type config struct {
 	icmpv6     int64
 	generic    int64
 	ftpExpect  int64
+	minTimeout int64 // the least of the timeouts above
 }
 
 func (c Config) resolve() config {
@@ -218,5 +219,11 @@ func (c Config) resolve() config {
 	r.icmpv6 = int64(t.ICMPv6)
 	r.generic = int64(t.Generic)
 	r.ftpExpect = int64(t.FTPExpect)
+	// The shortest time any entry can be given to live: every expiry is
+	// set as now plus one of these.
+	r.minTimeout = min(r.tcpRetrans, r.tcpUnack, r.udp, r.udpStream, r.icmp, r.icmpv6, r.generic)
+	for _, to := range r.tcpTimeout {
+		r.minTimeout = min(r.minTimeout, to)
+	}
 	return r
 }

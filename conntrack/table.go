@@ -14,6 +14,7 @@ package conntrack
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,12 @@ type Table struct {
 	sweepMu     sync.Mutex
 	sweepShard  int
 	sweepBucket int
+	// A sweep pass (over every bucket) notes when it started and the
+	// earliest expiry it saw; at its end, sweepIdle becomes a time before
+	// which no entry can expire (see Sweep). Guarded by sweepMu, but
+	// sweepIdle is also read without it.
+	passStart, passMin int64
+	sweepIdle          atomic.Int64
 	// gcEarlyDrop is conntrack_gc_work.early_drop: set when a new flow was
 	// refused because the table was full; the sweep then also evicts
 	// entries that gc_worker_can_early_drop while above 95% of Max.
@@ -707,9 +714,18 @@ func (r Ref) Drop() {
 // buckets and entries, resuming where the previous call stopped, and
 // returns the number of entries removed. Expired expectations are removed
 // too. The engine calls it periodically with the current packet time.
+//
+// Between passes it may do nothing at all: a pass that saw no expiry
+// before some time E, started at S, proves that no entry expires before
+// min(E, S + the shortest timeout) (every expiry is set to a packet's time
+// plus a timeout, and packet times do not go back), so sweeps before then
+// skip the walk, unless the table is evicting for early drop.
 func (t *Table) Sweep(now time.Time, budget int) int {
 	n := timeNS(now)
 	t.exp.expire(n)
+	if n < t.sweepIdle.Load() && !t.gcEarlyDrop.Load() {
+		return 0
+	}
 	t.sweepMu.Lock()
 	defer t.sweepMu.Unlock()
 	removed, visited := 0, 0
@@ -720,6 +736,9 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 		max95 = t.cfg.max / 100 * 95
 	}
 	for visited < budget && steps < total {
+		if t.sweepShard == 0 && t.sweepBucket == 0 {
+			t.passStart, t.passMin = n, int64(math.MaxInt64)
+		}
 		s := &t.shards[t.sweepShard]
 		s.mu.Lock()
 		// Ask for the first entries of the buckets about to be walked all
@@ -743,6 +762,8 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 					t.remove(s, e)
 					s.stats.earlyDrop++
 					removed++
+				default:
+					t.passMin = min(t.passMin, e.expires)
 				}
 			}
 			visited++
@@ -753,6 +774,9 @@ func (t *Table) Sweep(now time.Time, budget int) int {
 		if t.sweepBucket >= len(s.buckets) {
 			t.sweepBucket = 0
 			t.sweepShard = (t.sweepShard + 1) % len(t.shards)
+			if t.sweepShard == 0 {
+				t.sweepIdle.Store(min(t.passMin, t.passStart+t.cfg.minTimeout))
+			}
 			if t.sweepShard == 0 && max95 >= 0 {
 				// A full pass is done (gc_worker clears early_drop).
 				t.gcEarlyDrop.Store(false)

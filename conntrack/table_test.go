@@ -300,3 +300,50 @@ func TestStateChangeDespiteDrop(t *testing.T) {
 		t.Fatalf("state after dropped FIN: %s, want FIN_WAIT", got)
 	}
 }
+
+// TestSweepIdleBound: after a pass that found the earliest expiry at E,
+// started at S, sweeps skip the walk until min(E, S + the shortest timeout)
+// and resume at that time; flows added meanwhile and flows whose timeout
+// shrinks are still removed once they expire.
+func TestSweepIdleBound(t *testing.T) {
+	tab := New(Config{HashSeed: 3, Shards: 2, Max: 256})
+	minTO := time.Duration(tab.cfg.minTimeout)
+	if minTO <= 0 || minTO > 30*time.Second {
+		t.Fatalf("shortest timeout %v", minTO)
+	}
+	for i := 0; i < 50; i++ {
+		track(tab, synFrom(i, 0)) // SYN_SENT: 120 s
+	}
+	// A full pass at 1 s: the bound is 1 s + the shortest timeout.
+	if n := tab.Sweep(t0.Add(time.Second), 1<<20); n != 0 {
+		t.Fatalf("swept %d", n)
+	}
+	want := t0.Add(time.Second + minTO).UnixNano()
+	if got := tab.sweepIdle.Load(); got != want {
+		t.Fatalf("idle until %d, want %d", got, want)
+	}
+	// A flow that arrives later with a short life: a UDP flow (30 s).
+	track(tab, udp("198.18.0.1", "198.18.0.2", 1000, 53, 2*time.Second))
+	for _, tc := range []struct {
+		at      time.Duration
+		removed int
+		skipped bool
+	}{
+		{5 * time.Second, 0, true},      // before the bound: no walk
+		{time.Second + minTO, 0, false}, // at the bound: a pass, nothing expired yet
+		{33 * time.Second, 1, false},    // the UDP flow has expired by now
+		{121 * time.Second, 50, false},  // and so have the SYNs
+	} {
+		// A walk ends its pass (the budget covers the table) and sets a
+		// new bound from this time; a skipped sweep leaves the old one.
+		before := tab.sweepIdle.Load()
+		n := tab.Sweep(t0.Add(tc.at), 1<<20)
+		moved := tab.sweepIdle.Load() != before
+		if n != tc.removed || moved == tc.skipped {
+			t.Errorf("at %v: removed %d (want %d), walked %v (want %v)", tc.at, n, tc.removed, moved, !tc.skipped)
+		}
+	}
+	if tab.Len() != 0 {
+		t.Fatalf("%d entries left", tab.Len())
+	}
+}
