@@ -334,10 +334,12 @@ func (w *Worker) decide(p *packet.Packet, v *Verdict) {
 		}
 	}
 	ref := e.cfg.Conntrack.Track(p)
-	v.Hook, v.Len = hooks[0], p.Length
+	// Every field of v is written on every path (callers reuse v from
+	// packet to packet), one by one.
+	v.Hook, v.Len, v.Reason = hooks[0], p.Length, ReasonRules
 	if ref.MustDrop() {
 		ref.Drop()
-		v.Action, v.Reason = Drop, ReasonTableFull
+		v.Action, v.Reason, v.Result = Drop, ReasonTableFull, ruleset.Result{}
 		return
 	}
 	if hooks[0] == packet.HookForward && e.cfg.Route {
@@ -347,7 +349,7 @@ func (w *Worker) decide(p *packet.Packet, v *Verdict) {
 			// conntrack saw it and before the FORWARD hook: no FORWARD rule or
 			// policy counts it, and its conntrack entry is never confirmed.
 			ref.Drop()
-			v.Action, v.Reason = Drop, ReasonTTLExpired
+			v.Action, v.Reason, v.Result = Drop, ReasonTTLExpired, ruleset.Result{}
 			return
 		}
 		// They decrement it before the FORWARD hook: -m ttl, -m hl and LOG
@@ -356,7 +358,11 @@ func (w *Worker) decide(p *packet.Packet, v *Verdict) {
 	}
 	rules := e.rules.Load().forFamily(p.Family)
 	res := &v.Result
-	res.Verdict = ruleset.VerdictAccept
+	if rules == nil {
+		// The family passes unfiltered (EvaluateTo writes every field
+		// otherwise).
+		*res = ruleset.Result{Verdict: ruleset.VerdictAccept}
+	}
 	for _, h := range hooks {
 		if h == packet.NumHooks {
 			break

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -258,5 +259,54 @@ func TestAppendLogLine(t *testing.T) {
 	}
 	if !strings.HasSuffix(got, " ") {
 		t.Error("the kernel's lines end in a space")
+	}
+}
+
+// TestProcessToReusedVerdict: ProcessTo into one Verdict reused from packet
+// to packet (as replay and the NFQUEUE batch driver do) gives, field for
+// field, what Process gives on a twin engine: nothing of an earlier verdict
+// (a TTL drop's Reason, a rule's Result) survives into a later one.
+func TestProcessToReusedVerdict(t *testing.T) {
+	fwd := v4(layers.IPProtocolUDP)
+	fwd.DstIP, fwd.TTL = net.IP{198, 18, 5, 5}, 1
+	u := &layers.UDP{SrcPort: 40000, DstPort: 53}
+	u.SetNetworkLayerForChecksum(fwd)
+	ttlOut := serialize(t, fwd, u, gopacket.Payload([]byte("q")))
+	pkts := []struct {
+		name string
+		b    []byte
+		want Reason
+	}{
+		{"forwarded, TTL 1", ttlOut, ReasonTTLExpired},
+		{"SYN to 8080 (rule 2)", tcp4(t, nil), ReasonRules},
+		{"IPv6, no rules", udp6(t, nil), ReasonRules},
+		{"UDP to the server (policy DROP)", udp4(t, nil), ReasonRules},
+		{"forwarded, TTL 1 again", ttlOut, ReasonTTLExpired},
+		{"IPv6 again", udp6(t, nil), ReasonRules},
+		{"SYN again", tcp4(t, nil), ReasonRules},
+	}
+	local := netip.PrefixFrom(serverAddr, 32)
+	reused, fresh := newTestEngine(t, statefulTable(), local).NewWorker(), newTestEngine(t, statefulTable(), local).NewWorker()
+	var v Verdict
+	for i, p := range pkts {
+		m := packet.Meta{Time: time.Unix(1700000000, 0).Add(time.Duration(i) * time.Second)}
+		reused.ProcessTo(p.b, &m, &v)
+		want := fresh.Process(p.b, m)
+		// The twins have tables of their own: chains and rules compare by
+		// name and number.
+		name := func(c *ruleset.Chain) string {
+			if c == nil {
+				return ""
+			}
+			return c.Name
+		}
+		got, exp := v, want
+		got.Result.Chain, exp.Result.Chain, got.Result.Rule, exp.Result.Rule = nil, nil, nil, nil
+		if got != exp || name(v.Result.Chain) != name(want.Result.Chain) || (v.Result.Rule == nil) != (want.Result.Rule == nil) {
+			t.Errorf("%s: reused %+v, fresh %+v", p.name, v, want)
+		}
+		if v.Reason != p.want {
+			t.Errorf("%s: reason %v, want %v", p.name, v.Reason, p.want)
+		}
 	}
 }
