@@ -330,6 +330,11 @@ func (s *shard) alloc() *entry {
 	e := s.at(s.nalloc)
 	e.self = s.nalloc
 	s.nalloc++
+	if s.nalloc < s.nchunks*chunkSize {
+		// The shard's next new flow takes the next entry: ask for it now
+		// (it is written whole, and read back at once by the tracker).
+		s.prefetchEntry(s.nalloc, true)
+	}
 	return e
 }
 
