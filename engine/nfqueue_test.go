@@ -12,6 +12,7 @@ import (
 	nfqueue "github.com/florianl/go-nfqueue/v2"
 
 	"github.com/filterd/filterd/conntrack"
+	"github.com/filterd/filterd/internal/testpkt"
 	"github.com/filterd/filterd/packet"
 	"github.com/filterd/filterd/ruleset"
 )
@@ -123,32 +124,6 @@ func udpPacketForBench() []byte {
 	return b
 }
 
-// fragmentUDP returns an IPv4 UDP datagram to dport with n payload bytes
-// cut into fragments of at most mtu bytes.
-func fragmentUDP(dport uint16, n, mtu int, ipid uint16) [][]byte {
-	l4 := make([]byte, 8+n)
-	binary.BigEndian.PutUint16(l4[0:], 40000)
-	binary.BigEndian.PutUint16(l4[2:], dport)
-	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-	ph := append([]byte{198, 18, 1, 2, 198, 18, 1, 1, 0, 17, byte(len(l4) >> 8), byte(len(l4))}, l4...)
-	binary.BigEndian.PutUint16(l4[6:], Checksum(0, ph))
-	var out [][]byte
-	step := (mtu - 20) &^ 7
-	for off := 0; off < len(l4); off += step {
-		end := min(off+step, len(l4))
-		h := []byte{0x45, 0, 0, 0, byte(ipid >> 8), byte(ipid), 0, 0, 64, 17, 0, 0, 198, 18, 1, 2, 198, 18, 1, 1}
-		binary.BigEndian.PutUint16(h[2:], uint16(20+end-off))
-		fo := uint16(off / 8)
-		if end < len(l4) {
-			fo |= 0x2000 // MF
-		}
-		binary.BigEndian.PutUint16(h[6:], fo)
-		binary.BigEndian.PutUint16(h[10:], Checksum(0, h))
-		out = append(out, append(h, l4[off:end]...))
-	}
-	return out
-}
-
 // TestNFQueueFragments: fragments held for reassembly get their verdict
 // with the whole datagram's (accept or drop), and incomplete ones are
 // dropped after the reassembly timeout.
@@ -190,7 +165,7 @@ COMMIT
 		dport uint16
 		want  int
 	}{{161, nfqueue.NfAccept}, {9999, nfqueue.NfDrop}} {
-		frags := fragmentUDP(c.dport, 3000, 1500, uint16(c.dport))
+		frags := testpkt.FragmentUDP(c.dport, 3000, 1500, uint16(c.dport))
 		if len(frags) != 3 {
 			t.Fatalf("%d fragments", len(frags))
 		}
@@ -208,7 +183,7 @@ COMMIT
 		}
 	}
 	// An incomplete datagram: dropped after ipfrag_time.
-	ids := feed(fragmentUDP(161, 3000, 1500, 7)[:1])
+	ids := feed(testpkt.FragmentUDP(161, 3000, 1500, 7)[:1])
 	if _, ok := verdicts[ids[0]]; ok {
 		t.Fatal("lone fragment verdicted at once")
 	}

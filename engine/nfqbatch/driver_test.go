@@ -1,42 +1,16 @@
 package nfqbatch
 
 import (
-	"encoding/binary"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/filterd/filterd/conntrack"
 	"github.com/filterd/filterd/engine"
+	"github.com/filterd/filterd/internal/testpkt"
 	"github.com/filterd/filterd/packet"
 	"github.com/filterd/filterd/ruleset"
 )
-
-// tFragments returns an IPv4 UDP datagram 198.18.1.2:40000 → 198.18.1.1
-// port dport with n payload bytes, cut into fragments of at most mtu bytes.
-func tFragments(dport uint16, n, mtu int, ipid uint16) [][]byte {
-	l4 := make([]byte, 8+n)
-	binary.BigEndian.PutUint16(l4[0:], 40000)
-	binary.BigEndian.PutUint16(l4[2:], dport)
-	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
-	ph := append([]byte{198, 18, 1, 2, 198, 18, 1, 1, 0, 17, byte(len(l4) >> 8), byte(len(l4))}, l4...)
-	binary.BigEndian.PutUint16(l4[6:], engine.Checksum(0, ph))
-	var out [][]byte
-	step := (mtu - 20) &^ 7
-	for off := 0; off < len(l4); off += step {
-		end := min(off+step, len(l4))
-		h := []byte{0x45, 0, 0, 0, byte(ipid >> 8), byte(ipid), 0, 0, 64, 17, 0, 0, 198, 18, 1, 2, 198, 18, 1, 1}
-		binary.BigEndian.PutUint16(h[2:], uint16(20+end-off))
-		fo := uint16(off / 8)
-		if end < len(l4) {
-			fo |= 0x2000 // MF
-		}
-		binary.BigEndian.PutUint16(h[6:], fo)
-		binary.BigEndian.PutUint16(h[10:], engine.Checksum(0, h))
-		out = append(out, append(h, l4[off:end]...))
-	}
-	return out
-}
 
 // TestEngineRunnerFragments runs the batch driver's handler (the shared
 // engine.QueueHandler) over FORWARD fragments the engine holds for
@@ -66,11 +40,11 @@ func TestEngineRunnerFragments(t *testing.T) {
 	msg := func(id uint32, l3 []byte) []byte {
 		return tNlmsg(msgPacket, 0, 7, tPacketHdr(id, 0x0800, uint8(packet.HookForward)), tAttr{attrPayload, l3})
 	}
-	frags := tFragments(161, 3000, 1500, 42)
+	frags := testpkt.FragmentUDP(161, 3000, 1500, 42)
 	if len(frags) != 3 {
 		t.Fatalf("%d fragments", len(frags))
 	}
-	whole := func(dport uint16) []byte { return tFragments(dport, 10, 1500, 1)[0] }
+	whole := func(dport uint16) []byte { return testpkt.FragmentUDP(dport, 10, 1500, 1)[0] }
 	batch1 := [][]byte{msg(1, whole(53)), msg(2, frags[0]), msg(3, frags[1]), msg(4, whole(161))}
 	batch2 := [][]byte{msg(5, frags[2]), msg(6, whole(161))}
 
