@@ -116,25 +116,31 @@ func streamClient(addr string, conns int, n int64, timeout time.Duration) error 
 		return fmt.Errorf("-conns %d -stream %d: want 1..1024 connections, at most 1 TiB each", conns, n)
 	}
 	deadline := time.Now().Add(timeout)
+	total, el, err := fanOut(conns, func() (int64, error) { return send(addr, n, deadline) })
+	fmt.Printf("bytes %d in %.3fs = %.1f MB/s (%d connections)\n", total, el.Seconds(), float64(total)/el.Seconds()/1e6, conns)
+	return err
+}
+
+// fanOut runs conn on conns goroutines at once and returns the sum of what
+// they counted, the time they took together and their errors joined.
+func fanOut(conns int, conn func() (int64, error)) (int64, time.Duration, error) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, conns)
-	sent := make([]int64, conns)
+	counts := make([]int64, conns)
 	for i := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent[i], errs[i] = send(addr, n, deadline)
+			counts[i], errs[i] = conn()
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
 	var total int64
-	for _, b := range sent {
-		total += b
+	for _, c := range counts {
+		total += c
 	}
-	fmt.Printf("bytes %d in %.3fs = %.1f MB/s (%d connections)\n", total, el.Seconds(), float64(total)/el.Seconds()/1e6, conns)
-	return errors.Join(errs...)
+	return total, time.Since(start), errors.Join(errs...)
 }
 
 // send writes n bytes on one connection, then waits for the peer to close.
@@ -172,26 +178,13 @@ func client(addr string, conns, rounds, size int, timeout time.Duration) error {
 		return fmt.Errorf("-conns %d -rounds %d -size %d: want 1..1024, 1..10000000, 1..1400", conns, rounds, size)
 	}
 	deadline := time.Now().Add(timeout)
-	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, conns)
-	done := make([]int, conns)
-	for i := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			done[i], errs[i] = session(addr, rounds, size, deadline)
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start)
-	total := 0
-	for _, n := range done {
-		total += n
-	}
+	total, el, err := fanOut(conns, func() (int64, error) {
+		n, err := session(addr, rounds, size, deadline)
+		return int64(n), err
+	})
 	fmt.Printf("transactions %d in %.3fs = %.0f per second (%d connections, %d-byte requests)\n",
 		total, el.Seconds(), float64(total)/el.Seconds(), conns, size)
-	return errors.Join(errs...)
+	return err
 }
 
 // session runs one connection's requests; it returns how many completed.
