@@ -337,6 +337,21 @@ func (r dialResult) String() string {
 	return [...]string{"connected", "refused", "timed out", "other error"}[r]
 }
 
+// connect opens a TCP connection from ns to addr that the test keeps; it
+// fails the test when the connection cannot be made within 3 s.
+func connect(t *testing.T, ns *netns.NS, addr string) net.Conn {
+	t.Helper()
+	var c net.Conn
+	if err := ns.Do(func() error {
+		var err error
+		c, err = net.DialTimeout("tcp", addr, 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("connect to %s: %v", addr, err)
+	}
+	return c
+}
+
 // dial tries a TCP connection from ns to addr and reports how it ended.
 func dial(t *testing.T, ns *netns.NS, addr string, timeout time.Duration) (dialResult, time.Duration) {
 	t.Helper()

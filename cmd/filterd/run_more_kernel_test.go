@@ -50,14 +50,7 @@ func testKernelRunReload(t *testing.T, driver string) {
 
 	// One long-lived connection from the client, echoing a line every few
 	// milliseconds in the background while we reload.
-	var conn net.Conn
-	if err := l.client.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", serverIP+":22", 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	conn := connect(t, l.client, serverIP+":22")
 	defer conn.Close()
 	rd := bufio.NewReader(conn)
 	var echoed atomic.Int64
@@ -448,14 +441,7 @@ func testKernelRunShadow(t *testing.T, driver string) {
 		}
 	}
 	// A connection left open: ESTABLISHED [ASSURED] in both tables.
-	var open net.Conn
-	if err := l.client.Do(func() error {
-		var err error
-		open, err = net.DialTimeout("tcp", serverIP+":22", 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	open := connect(t, l.client, serverIP+":22")
 	defer open.Close()
 	io.WriteString(open, "hello\n")
 	bufio.NewReader(open).ReadString('\n')

@@ -82,14 +82,7 @@ func testKernelRunOffload(t *testing.T, driver string) {
 
 	// A bounded transfer: 512 KiB to the echo server and back.
 	const size = 512 << 10
-	var conn net.Conn
-	if err := l.client.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", serverIP+":22", 3*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("dial: %v", err)
-	}
+	conn := connect(t, l.client, serverIP+":22")
 	defer conn.Close()
 	sport := conn.LocalAddr().(*net.TCPAddr).Port
 	payload := make([]byte, size)
