@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -128,24 +127,8 @@ func fastVariants(b []byte) [][]byte {
 // fast path on and off, and requires identical packets and errors. Each
 // decode starts from the previous packet's leftovers, as in the engine.
 func TestDecodeFastMatchesGeneral(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
-	if len(files) < 20 {
-		t.Fatalf("only %d captures in %s", len(files), pcapDir)
-	}
 	var inputs [][]byte
-	for _, fn := range files {
-		r, err := OpenPcapFile(fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var f Frame
-		for r.Next(&f) == nil {
-			if f.Skip == SkipNone {
-				inputs = append(inputs, append([]byte(nil), f.L3...))
-			}
-		}
-		r.Close()
-	}
+	eachCapturedFrame(t, func(_ string, f *Frame) { inputs = append(inputs, append([]byte(nil), f.L3...)) })
 	inputs = append(inputs, tcp4(t, []byte("hello")), tcp6(t, []byte("hello")), udp4(t, []byte("x")), udp6(t, nil),
 		tcp4(t, nil), tcp6(t, nil), udp4(t, make([]byte, 1401)), ping4(t), ping6(t))
 	fast, general := NewDecoder(), NewDecoder()

@@ -77,6 +77,20 @@ func eachFrame(t *testing.T, name string, fn func(f *Frame)) {
 	}
 }
 
+// eachCapturedFrame calls fn for every IP frame of every testdata capture
+// (fn gets the capture's base name); there must be at least 20 of them.
+func eachCapturedFrame(t *testing.T, fn func(name string, f *Frame)) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
+	if len(files) < 20 {
+		t.Fatalf("only %d captures in %s", len(files), pcapDir)
+	}
+	for _, path := range files {
+		name := filepath.Base(path)
+		eachFrame(t, name, func(f *Frame) { fn(name, f) })
+	}
+}
+
 // TestEngineHTTPStateful replays four real HTTP connections against a
 // stateful INPUT policy: every packet passes, each SYN is NEW and matched by
 // the port rule, every other packet to the server is ESTABLISHED, and the

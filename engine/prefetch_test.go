@@ -15,43 +15,28 @@ import (
 // conntrack tuple whenever flowKey gives one, and it gives one for every
 // plain TCP or UDP packet.
 func TestFlowKeyMatchesDecode(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(pcapDir, "*.pcap*"))
-	if len(files) < 20 {
-		t.Fatalf("only %d captures in %s", len(files), pcapDir)
-	}
 	d := NewDecoder()
 	var p packet.Packet
 	keyed, plain := 0, 0
-	for _, fn := range files {
-		r, err := OpenPcapFile(fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var f Frame
-		for r.Next(&f) == nil {
-			if f.Skip != SkipNone {
-				continue
-			}
-			var k conntrack.Key
-			ok := flowKey(f.L3, &k)
-			err := d.Decode(f.L3, &p)
-			isPlain := err == nil && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) &&
-				!p.Fragment && !p.MoreFrags && p.FragOffset == 0 && len(p.ExtHeaders) == 0
-			if isPlain {
-				plain++
-				if !ok {
-					t.Errorf("%s packet %d: plain %d packet without a flow key", filepath.Base(fn), f.Num, p.Proto)
-				}
-			}
-			if ok {
-				keyed++
-				if err == nil && k != conntrack.KeyOf(&p) {
-					t.Errorf("%s packet %d: flowKey %+v, decoded %+v", filepath.Base(fn), f.Num, k, conntrack.KeyOf(&p))
-				}
+	eachCapturedFrame(t, func(name string, f *Frame) {
+		var k conntrack.Key
+		ok := flowKey(f.L3, &k)
+		err := d.Decode(f.L3, &p)
+		isPlain := err == nil && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) &&
+			!p.Fragment && !p.MoreFrags && p.FragOffset == 0 && len(p.ExtHeaders) == 0
+		if isPlain {
+			plain++
+			if !ok {
+				t.Errorf("%s packet %d: plain %d packet without a flow key", name, f.Num, p.Proto)
 			}
 		}
-		r.Close()
-	}
+		if ok {
+			keyed++
+			if err == nil && k != conntrack.KeyOf(&p) {
+				t.Errorf("%s packet %d: flowKey %+v, decoded %+v", name, f.Num, k, conntrack.KeyOf(&p))
+			}
+		}
+	})
 	if plain < 1000 || keyed < plain {
 		t.Errorf("%d plain TCP/UDP packets, %d keyed", plain, keyed)
 	}
