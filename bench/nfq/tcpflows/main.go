@@ -143,16 +143,26 @@ func fanOut(conns int, conn func() (int64, error)) (int64, time.Duration, error)
 	return total, time.Since(start), errors.Join(errs...)
 }
 
+// dial connects to addr with every operation bounded by deadline.
+func dial(addr string, deadline time.Time) (*net.TCPConn, error) {
+	c, err := net.DialTimeout("tcp4", addr, time.Until(deadline))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
 // send writes n bytes on one connection, then waits for the peer to close.
 func send(addr string, n int64, deadline time.Time) (int64, error) {
-	c, err := net.DialTimeout("tcp4", addr, time.Until(deadline))
+	c, err := dial(addr, deadline)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return 0, err
-	}
 	buf := make([]byte, 64<<10)
 	var sent int64
 	for sent < n {
@@ -162,7 +172,7 @@ func send(addr string, n int64, deadline time.Time) (int64, error) {
 			return sent, err
 		}
 	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+	if err := c.CloseWrite(); err != nil {
 		return sent, err
 	}
 	// The sink closes once it has read everything.
@@ -189,15 +199,12 @@ func client(addr string, conns, rounds, size int, timeout time.Duration) error {
 
 // session runs one connection's requests; it returns how many completed.
 func session(addr string, rounds, size int, deadline time.Time) (int, error) {
-	c, err := net.DialTimeout("tcp4", addr, time.Until(deadline))
+	c, err := dial(addr, deadline)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	if err := c.SetDeadline(deadline); err != nil {
-		return 0, err
-	}
-	_ = c.(*net.TCPConn).SetNoDelay(true)
+	_ = c.SetNoDelay(true)
 	req := make([]byte, size)
 	resp := make([]byte, size)
 	for i := 0; i < rounds; i++ {
