@@ -76,7 +76,7 @@ func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
 		e:       e,
 		w:       e.NewWorker(),
 		opts:    opts,
-		sources: srcTable{max: opts.MaxSources, seed: rand.Uint64()},
+		sources: newSrcTable(opts.MaxSources, rand.Uint64()),
 		l3:      make([][]byte, 0, replayBatch),
 	}
 	for i := range r.verdicts {

@@ -34,6 +34,22 @@ type srcCount struct {
 	Offered, Dropped, SYNs uint64
 }
 
+// srcPresize is how many sources a table makes room for at once: up to
+// that many (the default bound), a flood of new sources neither copies
+// the counters as they grow nor rebuilds the index; memory the table
+// never reaches is never touched.
+const srcPresize = 1 << 16
+
+// newSrcTable returns an empty table bounded by max sources.
+func newSrcTable(max int, seed uint64) srcTable {
+	n := min(max, srcPresize)
+	slots := 16
+	for slots < 2*n {
+		slots <<= 1
+	}
+	return srcTable{srcs: make([]srcCount, 0, n), slots: make([]int32, slots), seed: seed, max: max}
+}
+
 func srcKey(a netip.Addr) (hi, lo uint64, is4 bool) {
 	hi, lo = packet.AddrWords(a)
 	return hi, lo, a.Is4()
