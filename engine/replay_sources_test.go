@@ -23,6 +23,11 @@ func srcAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 }
 
+// srcAddr6 is a distinct address in the tests' ULA prefix for each i < 2^24.
+func srcAddr6(i int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
+}
+
 // TestReplaySourcesIndex: every source is found again with its own
 // counters, IPv4 and IPv6 (also an IPv4-mapped IPv6 address, a different
 // source from the IPv4 one), across index growth.
@@ -31,7 +36,7 @@ func TestReplaySourcesIndex(t *testing.T) {
 	var addrs []netip.Addr
 	for i := 0; i < 5000; i++ {
 		a4 := srcAddr(i)
-		addrs = append(addrs, a4, netip.AddrFrom16(a4.As16()), netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 14: byte(i >> 8), 15: byte(i)}))
+		addrs = append(addrs, a4, netip.AddrFrom16(a4.As16()), srcAddr6(i))
 	}
 	for round := 1; round <= 3; round++ {
 		for i, a := range addrs {
@@ -87,7 +92,7 @@ func TestReplaySourcesBounded(t *testing.T) {
 		for i := 0; i < 1000; i++ {
 			a := srcAddr(n)
 			if n%3 == 0 {
-				a = netip.AddrFrom16([16]byte{0xfd, 0, 1, 0x98, 0, 0x18, 14: byte(n >> 8), 15: byte(n)})
+				a = srcAddr6(n)
 			}
 			r.get(a).Offered++
 			n++
@@ -129,5 +134,42 @@ func TestReplaySecondsBounded(t *testing.T) {
 	}
 	if n := s.Seconds[0].Offered + s.Seconds[1].Offered + s.Seconds[23*3600].Offered; n != 3 {
 		t.Errorf("%d packets in the per-second picture, want 3", n)
+	}
+}
+
+// TestReplaySourcesPresized: a table made by newSrcTable takes sources up
+// to its bound without allocating (no growth of the counters, no rebuilt
+// index) and finds each again; one past a bound above the presize grows it.
+func TestReplaySourcesPresized(t *testing.T) {
+	for _, tc := range []struct{ max, sources int }{{srcPresize, srcPresize}, {1000, 1000}, {2 * srcPresize, srcPresize}} {
+		r := newSrcTable(tc.max, 7)
+		addrs := make([]netip.Addr, tc.sources)
+		for i := range addrs {
+			addrs[i] = srcAddr6(i)
+		}
+		allocs := testing.AllocsPerRun(1, func() {
+			for _, a := range addrs {
+				r.get(a).Offered++
+			}
+		})
+		// AllocsPerRun runs the function twice (a warm-up first).
+		if allocs != 0 {
+			t.Errorf("max %d: %.0f allocations for %d sources", tc.max, allocs, tc.sources)
+		}
+		for i, a := range addrs {
+			if sc := r.get(a); sc.Offered != 2 {
+				t.Fatalf("max %d: source %d (%v) offered %d, want 2", tc.max, i, a, sc.Offered)
+			}
+		}
+		if r.pruned != 0 || len(r.srcs) != tc.sources {
+			t.Errorf("max %d: %d sources kept, %d pruned; want %d, 0", tc.max, len(r.srcs), r.pruned, tc.sources)
+		}
+	}
+	r := newSrcTable(2*srcPresize, 7)
+	for i := 0; i <= srcPresize; i++ {
+		r.get(srcAddr6(i)).Offered++
+	}
+	if len(r.srcs) != srcPresize+1 || cap(r.srcs) <= srcPresize || len(r.slots) < 2*(srcPresize+1) {
+		t.Errorf("past the presize: %d sources in room for %d, %d slots", len(r.srcs), cap(r.srcs), len(r.slots))
 	}
 }
