@@ -35,10 +35,10 @@ type srcCount struct {
 }
 
 // srcPresize is how many sources a table makes room for at once: up to
-// that many (the default bound), a flood of new sources neither copies
-// the counters as they grow nor rebuilds the index; memory the table
-// never reaches is never touched.
-const srcPresize = 1 << 16
+// that many (the default bound, DefaultMaxSources), a flood of new sources
+// neither copies the counters as they grow nor rebuilds the index; pages
+// the table never reaches are never touched.
+const srcPresize = DefaultMaxSources
 
 // newSrcTable returns an empty table bounded by max sources.
 func newSrcTable(max int, seed uint64) srcTable {
