@@ -44,11 +44,14 @@ func (t *Table) PrefetchEntry(hash Hash) {
 	}
 	if t.count.Load() >= t.cfg.max {
 		// A full table: early drop will evict from the first non-empty
-		// bucket from b on, and the flow gets the entry it frees, which is
-		// then written whole.
+		// bucket from b on. A lone entry without ptrCheck it evicts
+		// unread, and the flow gets the shard's spare, in the cache;
+		// otherwise it reads the entries of that bucket.
 		for i := uint32(0); i < earlyDropRange; i++ {
 			if c := s.buckets[(b+i)&uint32(t.bucketMask)]; c != 0 {
-				s.prefetchEntry(c.idx1()-1, true)
+				if c&(ptrCheck|1<<32) != 0 {
+					s.prefetchEntry(c.idx1()-1, false)
+				}
 				return
 			}
 		}

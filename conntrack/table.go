@@ -102,6 +102,9 @@ type shard struct {
 	nchunks int32
 	nalloc  int32
 	free    int32
+	// spare is an entry (index+1) that early drop evicted without reading
+	// it (see retire), not yet released; 0 when none.
+	spare int32
 	// prefault is Config.Prefault (a copy here: alloc has only the shard).
 	prefault bool
 	n        int   // confirmed entries
@@ -259,15 +262,21 @@ type link struct {
 
 // cptr points into a chain: the low 32 bits are an entry's index+1 (0: end
 // of the chain), the high 32 bits that entry's hash tag, whose lowest bit
-// says whether the entry has a successor. A lookup thus compares the tag of
-// each entry where the pointer to it lies (the bucket for the first), and
-// stops at a chain's last entry without reading that entry's link: a miss
-// in a bucket of one flow reads the bucket alone, a hit the bucket and the
-// entry.
+// says whether the entry has a successor and whose next bit is ptrCheck. A
+// lookup thus compares the tag of each entry where the pointer to it lies
+// (the bucket for the first), and stops at a chain's last entry without
+// reading that entry's link: a miss in a bucket of one flow reads the
+// bucket alone, a hit the bucket and the entry.
 type cptr uint64
 
+// ptrCheck is set in the pointer to an entry that early drop must look at
+// before evicting it: one that is ASSURED (which it spares unless expired)
+// or has a helper (whose expectations go with it). A lone entry without it
+// is evicted from its bucket's pointer alone (see earlyDrop).
+const ptrCheck cptr = 2 << 32
+
 func mkptr(idx1 int32, tag uint32, more bool) cptr {
-	c := cptr(uint32(idx1)) | cptr(tag&^1)<<32
+	c := cptr(uint32(idx1)) | cptr(tag&^3)<<32
 	if more {
 		c |= 1 << 32
 	}
@@ -277,14 +286,14 @@ func mkptr(idx1 int32, tag uint32, more bool) cptr {
 // idx1 is the entry's index+1 (0 when c ends the chain).
 func (c cptr) idx1() int32 { return int32(uint32(c)) }
 
-func (c cptr) tag() uint32 { return uint32(c>>32) &^ 1 }
+func (c cptr) tag() uint32 { return uint32(c>>32) &^ 3 }
 
 // more reports whether the entry c points to has a successor.
 func (c cptr) more() bool { return c&(1<<32) != 0 }
 
 // hashTag is the part of a flow hash a chain walk compares before the key
-// (its lowest bit is cptr's "more" flag).
-func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 1 }
+// (its two lowest bits are cptr's "more" flag and ptrCheck).
+func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 3 }
 
 // at and lnk return entry i and its link. They index the block with
 // unsafe.Add: &blk[j] would nil-check blk by loading its first byte, a
@@ -338,6 +347,20 @@ func (s *shard) alloc() *entry {
 	return e
 }
 
+// retire frees entry i, which early drop evicted without reading it, also
+// without reading it: it becomes the shard's spare, asked for now, and the
+// spare before it, long in the cache, is released. Until then its
+// generation is unchanged, but no Ref that acts on an entry it did not
+// create can point to it: early drop takes this way only for an entry
+// without a helper, and a tentative entry is never in a chain.
+func (s *shard) retire(i int32) {
+	if s.spare != 0 {
+		s.release(s.at(s.spare - 1))
+	}
+	s.spare = i + 1
+	s.prefetchEntry(i, true)
+}
+
 func (s *shard) release(e *entry) {
 	*e = entry{self: e.self, gen: e.gen + 1}
 	*s.lnk(e.self) = link{next: mkptr(s.free, 0, false)}
@@ -380,9 +403,24 @@ func (t *Table) find(s *shard, b, tag uint32, k *tuple, now int64) (*entry, uint
 func (s *shard) link(e *entry) {
 	head := s.buckets[e.bucket]
 	s.lnk(e.self).next = head
-	s.buckets[e.bucket] = mkptr(e.self+1, e.tag, head != 0)
+	c := mkptr(e.self+1, e.tag, head != 0)
+	if e.status&(stAssured|stHelper) != 0 {
+		c |= ptrCheck
+	}
+	s.buckets[e.bucket] = c
 	e.status |= stConfirmed
 	s.n++
+}
+
+// assured sets ptrCheck in the pointer to e, a confirmed entry that has
+// just become ASSURED.
+func (s *shard) assured(e *entry) {
+	for p := &s.buckets[e.bucket]; *p != 0; p = &s.lnk(p.idx1() - 1).next {
+		if p.idx1() == e.self+1 {
+			*p |= ptrCheck
+			return
+		}
+	}
 }
 
 // remove unlinks a confirmed entry and frees it.
@@ -483,6 +521,7 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		default:
 			ctinfo = ctNew
 		}
+		was := e.status
 		switch t.protoPacket(e, p, dir, now, false) {
 		case vInvalid:
 			s.stats.invalid++
@@ -504,6 +543,9 @@ func (t *Table) Track(p *packet.Packet) Ref {
 		}
 		if dir == 1 {
 			e.status |= stSeenReply
+		}
+		if (e.status&^was)&stAssured != 0 {
+			s.assured(e)
 		}
 		s.stats.found++
 		gen := e.gen
@@ -634,6 +676,19 @@ func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
 func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 	for i := uint32(0); i < earlyDropRange; i++ {
 		bi := (b + i) & uint32(t.bucketMask)
+		if c := s.buckets[bi]; c != 0 && c&(ptrCheck|1<<32) == 0 {
+			// A lone entry, not ASSURED and without a helper: evicted
+			// whatever its expiry (counted as an early drop even if it
+			// had just expired), and from the bucket alone. Reading it
+			// would be a cache miss in a large table, the second of the
+			// new flow's after its bucket.
+			s.buckets[bi] = 0
+			s.n--
+			t.count.Add(-1)
+			s.retire(c.idx1() - 1)
+			s.stats.earlyDrop++
+			return true
+		}
 		freed := 0
 		for c := s.buckets[bi]; c != 0; {
 			e := s.at(c.idx1() - 1)
