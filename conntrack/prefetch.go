@@ -49,7 +49,7 @@ func (t *Table) PrefetchEntry(hash Hash) {
 		// otherwise it reads the entries of that bucket.
 		for i := uint32(0); i < earlyDropRange; i++ {
 			if c := s.buckets[(b+i)&uint32(t.bucketMask)]; c != 0 {
-				if c&(ptrCheck|1<<32) != 0 {
+				if !c.unread() {
 					s.prefetchEntry(c.idx1()-1, false)
 				}
 				return

@@ -291,6 +291,10 @@ func (c cptr) tag() uint32 { return uint32(c>>32) &^ 3 }
 // more reports whether the entry c points to has a successor.
 func (c cptr) more() bool { return c&(1<<32) != 0 }
 
+// unread reports whether early drop may evict the entry c points to from
+// c alone: the entry is the last of its chain and has no ptrCheck.
+func (c cptr) unread() bool { return c != 0 && c&(ptrCheck|1<<32) == 0 }
+
 // hashTag is the part of a flow hash a chain walk compares before the key
 // (its two lowest bits are cptr's "more" flag and ptrCheck).
 func hashTag(h uint64) uint32 { return uint32(h>>24) &^ 3 }
@@ -676,7 +680,7 @@ func (t *Table) relatedError(p *packet.Packet, now int64) Ref {
 func (t *Table) earlyDrop(s *shard, b uint32, now int64) bool {
 	for i := uint32(0); i < earlyDropRange; i++ {
 		bi := (b + i) & uint32(t.bucketMask)
-		if c := s.buckets[bi]; c != 0 && c&(ptrCheck|1<<32) == 0 {
+		if c := s.buckets[bi]; c.unread() {
 			// A lone entry, not ASSURED and without a helper: evicted
 			// whatever its expiry (counted as an early drop even if it
 			// had just expired), and from the bucket alone. Reading it
